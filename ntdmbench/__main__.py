@@ -1,0 +1,3 @@
+from ntdmbench.benchmark.cli import main
+
+raise SystemExit(main())

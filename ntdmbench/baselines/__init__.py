@@ -1,0 +1,1 @@
+"""The paper's baselines: NeMo, ResNet50 pose and class, StarMap, multi-task Mask R-CNN, Bayesian-Amodal."""

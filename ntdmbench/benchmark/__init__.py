@@ -1,0 +1,1 @@
+"""Metrics, runner (predict -> score), results store, suites, timing and the CLI."""

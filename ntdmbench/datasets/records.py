@@ -1,0 +1,158 @@
+"""The two records every part of the harness exchanges: a ``Sample`` (input + ground truth) and a
+``Prediction`` (what a model says about one sample).
+
+Angles are radians everywhere inside the project, whatever unit a file stores. Masks are boolean
+``(H, W)`` arrays in the coordinates of the image the sample carries. A prediction travels as one
+JSON line; masks inside it are run-length encoded so a shard stays small and line-oriented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CATEGORIES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "boat", "bottle", "bus", "car",
+    "chair", "diningtable", "motorbike", "sofa", "train", "tvmonitor",
+)
+"""The 12 PASCAL3D+ categories, in the order every table uses."""
+
+SHORT_NAMES: dict[str, str] = dict(zip(CATEGORIES, (
+    "plane", "bike", "boat", "bottle", "bus", "car", "chair", "table", "mbike", "sofa", "train", "tv",
+)))
+
+
+class DataError(ValueError):
+    """Bad input data; the message is one line naming the file or value at fault."""
+
+
+@dataclass(frozen=True)
+class Pose:
+    """A PASCAL3D+ viewpoint: angles in radians, distance in CAD units, principal point in pixels."""
+
+    azimuth: float
+    elevation: float
+    theta: float
+    distance: float = 5.0
+    principal: tuple[float, float] | None = None  # (px, py): x right, y down
+    focal: float = 1.0
+    viewport: float = 3000.0
+
+    def angles(self) -> tuple[float, float, float]:
+        return (self.azimuth, self.elevation, self.theta)
+
+
+@dataclass
+class Sample:
+    """One object to evaluate: the image, the ground truth, and the tags tables group by.
+
+    ``tags`` holds ``dataset``, ``split``, ``level`` (``L0``..``L3``) and ``nuisance`` where they apply.
+    The image is read from ``image_path`` on demand (``load_image``) so an index of samples is cheap.
+    """
+
+    id: str
+    category: str
+    pose: Pose | None = None
+    image_path: Path | None = None
+    image: np.ndarray | None = None  # (H, W, 3) uint8, RGB
+    amodal_mask: np.ndarray | None = None
+    inmodal_mask: np.ndarray | None = None
+    occluder_mask: np.ndarray | None = None
+    bbox: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1) in image pixels
+    cad_index: int | None = None  # 1-based, as PASCAL3D+ stores it
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def load_image(self) -> np.ndarray:
+        """The RGB image as a uint8 array, read once from ``image_path``."""
+        if self.image is None:
+            if self.image_path is None:
+                raise DataError(f"sample {self.id}: no image and no image_path")
+            self.image = read_rgb(self.image_path)
+        return self.image
+
+
+def read_rgb(path: Path | str) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8; a missing or corrupt file is a one-line DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({exc})") from None
+
+
+@dataclass
+class Prediction:
+    """What a model says about one sample. Fields it cannot predict stay ``None``.
+
+    ``failure`` holds the reason when the model raised on this sample; the scorer then counts the
+    sample as missed (error pi, IoU 0, wrong class) and reports how many there were.
+    """
+
+    id: str
+    category: str | None = None
+    class_scores: dict[str, float] | None = None
+    azimuth: float | None = None
+    elevation: float | None = None
+    theta: float | None = None
+    distance: float | None = None
+    amodal_mask: np.ndarray | None = None
+    inmodal_mask: np.ndarray | None = None
+    time_s: float | None = None
+    failure: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_pose(self) -> bool:
+        return all(v is not None and math.isfinite(v) for v in (self.azimuth, self.elevation, self.theta))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = mask_to_rle(value)
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None if math.isnan(value) else str(value)  # JSON has no NaN/inf
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Prediction":
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name.endswith("_mask") and value is not None:
+                value = rle_to_mask(value)
+            elif f.name in ("azimuth", "elevation", "theta", "distance", "time_s") and isinstance(value, str):
+                value = float(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """Run lengths of a boolean mask in row-major order, starting with a run of zeros."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], change, [flat.size]))
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts
+    return {"size": list(mask.shape), "counts": counts}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    values = np.zeros(counts.size, dtype=bool)
+    values[1::2] = True
+    return np.repeat(values, counts).reshape(rle["size"])

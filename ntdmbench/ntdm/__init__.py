@@ -1,0 +1,1 @@
+"""NTDM: neural textured deformable meshes (paper §3)."""
