@@ -1,0 +1,202 @@
+"""``run`` = predict then score, resumable at any point (detectron2's loop, BOP's stages).
+
+Predictions are appended per batch to this worker's shard; a restarted run skips ids already in any
+shard. A sample whose loading or prediction raises becomes a failure record and the run goes on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ntdmbench.benchmark import provenance, scoring
+from ntdmbench.benchmark.store import RunDir, ShardWriter, run_key, write_json, write_jsonl, write_yaml
+from ntdmbench.datasets.base import Dataset
+from ntdmbench.datasets.catalog import load_dataset
+from ntdmbench.datasets.records import Prediction, Sample
+from ntdmbench.models.predictor import Predictor
+from ntdmbench.models.registry import build_model
+
+log = logging.getLogger("ntdmbench")
+
+
+@dataclass
+class RunConfig:
+    model: str
+    dataset: str
+    root: str | None = None
+    limit: int | None = None
+    out: str = "runs"
+    fresh: bool = False
+    batch_size: int = 8
+    device: str = "cpu"
+    precision: str = "fp32"
+    seed: int = 0
+    checkpoint: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    run_dir: RunDir
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_model(cfg: RunConfig) -> Predictor:
+    from ntdmbench.models.registry import MODELS
+
+    factory = MODELS.get(cfg.model)
+    kwargs = dict(cfg.model_args)
+    params = inspect.signature(factory).parameters
+    if "device" in params and "device" not in kwargs:
+        kwargs["device"] = cfg.device
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model {cfg.model!r}: bad --model-args {kwargs}: {exc}") from None
+    if cfg.checkpoint:
+        model.load(cfg.checkpoint)
+    return model
+
+
+def selected_ids(dataset: Dataset, limit: int | None) -> list[str]:
+    ids = dataset.ids()
+    return ids if limit is None else ids[:limit]
+
+
+def shard_ids(ids: Sequence[str], rank: int, world: int) -> list[str]:
+    """This worker's ids: every ``world``-th of the sorted list, no padding, no overlap."""
+    return list(ids[rank::world])
+
+
+def _load(dataset: Dataset, sample_id: str) -> Sample | Prediction:
+    try:
+        return dataset.load(sample_id)
+    except Exception as exc:  # a bad sample must not stop the run
+        return Prediction(id=sample_id, failure=f"load: {type(exc).__name__}: {exc}")
+
+
+def predict_batch(model: Predictor, samples: Sequence[Sample], device: str = "cpu") -> list[Prediction]:
+    """Predict a batch; if it raises, retry sample by sample so only the bad ones fail."""
+    start = time.perf_counter()
+    try:
+        preds = list(model.predict(samples))
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+    except Exception as exc:
+        if len(samples) == 1:
+            log.warning("sample %s failed: %s: %s", samples[0].id, type(exc).__name__, exc)
+            return [Prediction(id=samples[0].id, failure=f"{type(exc).__name__}: {exc}")]
+        return [p for s in samples for p in predict_batch(model, [s], device)]
+    per_sample = (time.perf_counter() - start) / len(samples)
+    by_id = {p.id: p for p in preds}
+    out = []
+    for s in samples:
+        p = by_id.get(s.id) or Prediction(id=s.id, failure="predictor returned no prediction for this id")
+        if p.time_s is None:
+            p.time_s = per_sample
+        out.append(p)
+    return out
+
+
+def predict(model: Predictor, dataset: Dataset, ids: Sequence[str], writer: ShardWriter,
+            batch_size: int, device: str = "cpu", progress: bool = True) -> int:
+    """Predict ``ids`` in batches, writing each batch as it completes. Returns the count written."""
+    from tqdm.auto import tqdm
+
+    done = 0
+    with tqdm(total=len(ids), desc=f"{getattr(model, 'name', 'model')}", unit="img", disable=not progress) as bar:
+        for begin in range(0, len(ids), batch_size):
+            loaded = [_load(dataset, i) for i in ids[begin:begin + batch_size]]
+            failed = [x for x in loaded if isinstance(x, Prediction)]
+            samples = [x for x in loaded if isinstance(x, Sample)]
+            preds = failed + (predict_batch(model, samples, device) if samples else [])
+            writer.write(preds)
+            done += len(preds)
+            bar.update(len(preds))
+    return done
+
+
+def score_run(run_dir: RunDir, dataset: Dataset | None = None) -> dict[str, Any]:
+    """(Re-)score a run directory from its shards; writes samples.jsonl and metrics.json."""
+    cfg = run_dir.config()
+    dataset = dataset or load_dataset(cfg["dataset"], cfg.get("root"))
+    ids = selected_ids(dataset, cfg.get("limit"))
+    predictions = run_dir.read_predictions()
+    tasks = cfg["model_describe"]["capabilities"]
+    rows, summary = scoring.score([dataset.load(i) for i in ids], predictions, tasks, seed=cfg.get("seed", 0))
+    write_jsonl(run_dir.file("samples.jsonl"), rows)
+    metrics = {
+        "model": cfg["model"], "dataset": cfg["dataset"], "run_key": cfg["run_key"],
+        "dataset_version": cfg["dataset_describe"]["version"],
+        "dataset_index_hash": cfg["dataset_describe"]["index_hash"],
+        "tasks": sorted(tasks), **summary,
+    }
+    write_json(run_dir.file("metrics.json"), metrics)
+    return metrics
+
+
+def _attach_log(run_dir: RunDir) -> logging.Handler:
+    handler = logging.FileHandler(run_dir.file("log.txt"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run(cfg: RunConfig, rank: int = 0, world: int = 1, dataset: Dataset | None = None,
+        model: Predictor | None = None) -> RunResult:
+    seed_everything(cfg.seed)
+    dataset = dataset or load_dataset(cfg.dataset, cfg.root)
+    model = model or make_model(cfg)
+    model_desc, data_desc = model.describe(), dataset.describe()
+    key = run_key({"model": model_desc, "dataset": data_desc, "model_args": cfg.model_args,
+                   "precision": cfg.precision, "batch_size": cfg.batch_size, "seed": cfg.seed})
+    run_dir = RunDir.for_run(cfg.out, cfg.model, cfg.dataset, key)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log(run_dir)
+    try:
+        if cfg.fresh and rank == 0:
+            moved = run_dir.set_aside_predictions()
+            if moved:
+                log.info("--fresh: previous predictions moved to %s", moved)
+        resolved = {**asdict(cfg), "run_key": key, "model_describe": model_desc, "dataset_describe": data_desc}
+        if rank == 0:
+            write_yaml(run_dir.file("config.yaml"), resolved)
+        prov = provenance.collect(cfg.device, cfg.seed)
+        ids = selected_ids(dataset, cfg.limit)
+        finished = run_dir.finished_ids()
+        todo = [i for i in shard_ids(ids, rank, world) if i not in finished]
+        log.info("run %s: %d samples selected, %d already done, %d to predict on rank %d/%d",
+                 run_dir.path, len(ids), len(finished & set(ids)), len(todo), rank, world)
+        with ShardWriter(run_dir.shard(rank)) as writer:
+            predict(model, dataset, todo, writer, cfg.batch_size, cfg.device, cfg.progress)
+        prov["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        write_json(run_dir.file("provenance.json" if world == 1 else f"provenance-{rank:03d}.json"), prov)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every shard complete before rank 0 merges and scores
+        metrics = score_run(run_dir, dataset) if rank == 0 else {}
+        return RunResult(run_dir, metrics)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
