@@ -1,0 +1,1 @@
+"""Synthetic PASCAL3D+-style benchmark generator: procedural CAD, rendered scenes, occluders, OOD splits."""
