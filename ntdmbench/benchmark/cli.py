@@ -18,7 +18,7 @@ from ntdmbench.datasets.records import DataError
 from ntdmbench.registry import UnknownNameError
 
 # Modules exposing ``register(subparsers)`` for their own subcommands.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["ntdmbench.datasets.cli"]
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntdmbench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ntdmbench", description="Benchmark harness for robust 3D-aware vision.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="predict a dataset with a model, then score it")

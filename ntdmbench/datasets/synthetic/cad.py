@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ntdmbench.datasets.crop import CROP_SIZES
 from ntdmbench.datasets.records import CATEGORIES
 from ntdmbench.models.meshes import Mesh, write_off
 
@@ -332,10 +333,28 @@ BUILDERS: dict[str, Callable[[np.random.Generator], list[Mesh]]] = {
 }
 
 
+PIXELS_PER_UNIT = 3000.0 / 5.0
+"""Image pixels per CAD unit for an object at NeMo's normalised distance 5 with focal x viewport 3000."""
+
+
+def fit_to_crop(mesh: Mesh, category: str) -> Mesh:
+    """Centre the model's box on the origin and shrink it so that it fits the category's NeMo crop.
+
+    PASCAL3D+ crop sizes were chosen so that most objects at distance 5 fit: the footprint may fill
+    80 % of the crop width and the height 70 % of its height (elevation adds to the projected height).
+    """
+    crop_h, crop_w = CROP_SIZES["refactor"][category]
+    lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+    extent = hi - lo
+    scale = min(1.0, 0.8 * crop_w / PIXELS_PER_UNIT / max(extent[0], extent[1]),
+                0.7 * crop_h / PIXELS_PER_UNIT / extent[2])
+    return Mesh((mesh.vertices - (lo + hi) / 2) * scale, mesh.faces)
+
+
 def build_cad(category: str, subtype: int, seed: int = 0) -> Mesh:
     """Subtype ``subtype`` (0-based) of ``category``: the same arguments give the same mesh."""
     rng = np.random.default_rng([seed, CATEGORIES.index(category), subtype])
-    return merge(BUILDERS[category](rng))
+    return fit_to_crop(merge(BUILDERS[category](rng)), category)
 
 
 def write_cad_library(root: str | Path, categories=CATEGORIES, seed: int = 0) -> dict[str, list[Path]]:
