@@ -1,9 +1,10 @@
-"""The dataset subcommands of ``ntdmbench``: ``data prepare`` and ``validate``.
+"""The dataset subcommands of ``ntdmbench``: ``data prepare``, ``data synth`` and ``validate``.
 
     ntdmbench data prepare pascal3d --raw-root PASCAL3D+_release1.1 --out PASCAL3D_NeMo
                                     [--split val|train] [--levels 0 1 2 3] [--occluded-root OccludedPASCAL3D]
                                     [--sizes refactor|original] [--categories car bus ...]
     ntdmbench data prepare oodcv --raw-root ood_cv --out OOD_CV_NeMo [--sizes ...] [--categories ...]
+    ntdmbench data synth --preset smoke|quick|full --out DIR [--seed S]
     ntdmbench validate DATASET [--root DIR] [--manifest FILE]
 """
 
@@ -32,11 +33,23 @@ def register(subparsers) -> None:
     prep.add_argument("--categories", nargs="+", help="default: all of the dataset's categories")
     prep.set_defaults(func=prepare_command)
 
+    synth = actions.add_parser("synth", help="generate the synthetic PASCAL3D+ / Occluded / OOD-CV benchmark")
+    synth.add_argument("--preset", choices=["smoke", "quick", "full"], default="quick")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_synth)
+
     check = subparsers.add_parser("validate", help="check a dataset's layout, keys and counts")
     check.add_argument("dataset", help="catalog name, e.g. pascal3d/val or occluded-pascal3d/val/L2")
     check.add_argument("--root", type=Path, help="dataset root (default: the dataset's environment variable)")
     check.add_argument("--manifest", type=Path, help="expected counts (default: ROOT/manifest.json if present)")
     check.set_defaults(func=validate_command)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ntdmbench.datasets.synthetic.generate import synth_command
+
+    return synth_command(args)
 
 
 def prepare_command(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ A ``manifest.json`` in ``{out}`` records the sample count per catalog name, whic
 from __future__ import annotations
 
 import json
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,15 @@ from ntdmbench.datasets.records import CATEGORIES, DataError, Sample
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "ntdmbench-manifest/1"
+
+
+def save_npz(path: Path, arrays: dict) -> None:
+    """``np.savez`` with fixed zip timestamps, so the same content gives byte-identical files."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=True)
 
 
 def nemo_record(sample: Sample, image_hw: tuple[int, int], crop: Crop) -> dict:
@@ -58,18 +68,18 @@ class NemoWriter:
     """Writes cropped samples under one split folder and, on ``finish``, the mesh lists."""
 
     split_root: Path
-    sizes: str = "refactor"
+    crop_sizes: dict[str, tuple[int, int]] = field(default_factory=lambda: CROP_SIZES["refactor"])
     lists: dict[str, dict[int, list[str]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
     def write(self, sample: Sample, pendix: str) -> None:
         image = sample.load_image()
         crop = Crop.around_principal(sample.pose.principal, sample.pose.distance, image.shape[:2],
-                                     CROP_SIZES[self.sizes][sample.category])
+                                     self.crop_sizes[sample.category])
         folder = f"{sample.category}{pendix}"
         name = sample.id.split("/", 1)[1]
         for sub in ("images", "annotations"):
             (self.split_root / sub / folder).mkdir(parents=True, exist_ok=True)
-        np.savez(self.split_root / "annotations" / folder / f"{name}.npz", **nemo_record(sample, image.shape[:2], crop))
+        save_npz(self.split_root / "annotations" / folder / f"{name}.npz", nemo_record(sample, image.shape[:2], crop))
         Image.fromarray(crop.apply(image)).save(self.split_root / "images" / folder / f"{name}.JPEG", quality=95)
         self.lists[folder][sample.cad_index].append(name)
 
@@ -126,7 +136,7 @@ def prepare_pascal3d(raw_root: Path, out_root: Path, *, split: str = "val", leve
     from ntdmbench.datasets.pascal3d import Pascal3DRaw
 
     categories, result = tuple(categories), Prepared()
-    writer = NemoWriter(Path(out_root) / split, sizes)
+    writer = NemoWriter(Path(out_root) / split, CROP_SIZES[sizes])
     for level in levels:
         if level == 0:
             source = Pascal3DRaw(raw_root, split, objects="first", categories=categories)
@@ -149,7 +159,7 @@ def prepare_oodcv(raw_root: Path, out_root: Path, *, sizes: str = "refactor",
     from ntdmbench.datasets.oodcv import NUISANCES, OODCV_CATEGORIES, OodcvRaw
 
     result = Prepared()
-    writer = NemoWriter(Path(out_root) / "val", sizes)
+    writer = NemoWriter(Path(out_root) / "val", CROP_SIZES[sizes])
     for nuisance in NUISANCES + ("iid",):
         source = OodcvRaw(raw_root, nuisance, categories=tuple(categories or OODCV_CATEGORIES))
         write_split(source, writer, "", f"oodcv/test/{nuisance}", result)

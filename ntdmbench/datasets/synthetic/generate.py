@@ -1,0 +1,285 @@
+"""``ntdmbench data synth``: a synthetic PASCAL3D+ / Occluded PASCAL3D+ / OOD-CV benchmark in the real formats.
+
+Output under ``--out``::
+
+    pascal3d/   NeMo (refactored) layout: train/ and val/ with images, annotations, lists per category;
+                val/ also holds the occluded levels {cate}FGLk_BGLk (occluders covering 20-40 / 40-60 /
+                60-80 % of the object, as Occluded PASCAL3D+'s FGL levels); CAD/{cate}/NN.off; manifest.json
+    oodcv/      NeMo layout of OOD-CV: val/ with an npz ``nuisance`` per sample (shape, pose, texture,
+                context, weather, iid); manifest.json
+    contact_sheets/{split}.png   a look at every split
+    synthetic.json               preset, seed and what each OOD split holds out
+
+Read it with the catalog: ``--root OUT/pascal3d`` for ``pascal3d/*`` and ``occluded-pascal3d/*``, ``--root
+OUT/oodcv`` for ``oodcv/test/*``. Every sample is drawn from its own seeded generator, so the same seed
+gives byte-identical files whatever the order of generation.
+
+Images are crops at NeMo's normalised distance 5 with the principal point at the crop centre; a preset's
+``scale`` shrinks the crop sizes and the focal length together (``viewport = 3000 * scale``), so the
+geometry is PASCAL3D+'s at a lower resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ntdmbench.datasets.crop import CROP_SIZES
+from ntdmbench.datasets.prepare import NemoWriter, update_manifest
+from ntdmbench.datasets.records import CATEGORIES, Pose, Sample
+from ntdmbench.datasets.synthetic import textures
+from ntdmbench.datasets.synthetic.cad import SUBTYPES, build_cad, write_cad_library
+from ntdmbench.datasets.synthetic.scenes import fit_occluders, paint_occluders, random_light, render_object
+from ntdmbench.models.meshes import Mesh
+
+OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
+NUISANCES = ("shape", "pose", "texture", "context", "weather", "iid")
+OODCV_CATEGORIES = ("aeroplane", "bicycle", "boat", "bus", "car", "chair", "diningtable", "motorbike", "sofa", "train")
+HELD_OUT_SHAPES = 3  # unseen subtypes per category for the OOD shape split
+
+
+@dataclass(frozen=True)
+class Preset:
+    categories: tuple[str, ...]
+    train: int  # images per category
+    val: int  # images per category (each also at L1, L2, L3)
+    ood: int  # images per category and nuisance
+    scale: float  # of the NeMo crop sizes and of the focal length
+    supersample: int = 2
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(("car", "sofa"), train=4, val=3, ood=1, scale=0.125, supersample=1),
+    "quick": Preset(("bus", "car", "motorbike", "sofa"), train=48, val=16, ood=6, scale=0.25),
+    "full": Preset(CATEGORIES, train=500, val=400, ood=60, scale=0.5),
+}
+
+
+def crop_sizes(scale: float) -> dict[str, tuple[int, int]]:
+    """NeMo's crop sizes scaled and rounded to multiples of 8 (the backbone stride)."""
+    return {c: (max(8, round(h * scale / 8) * 8), max(8, round(w * scale / 8) * 8))
+            for c, (h, w) in CROP_SIZES["refactor"].items()}
+
+
+# --- what one sample looks like -------------------------------------------------------------------
+
+
+def iid_pose(rng: np.random.Generator) -> tuple[float, float, float]:
+    """PASCAL3D+-like: azimuth uniform, elevation mostly -10..40 degrees, small in-plane rotation."""
+    azimuth = rng.uniform(0, 2 * math.pi)
+    elevation = math.radians(float(np.clip(rng.normal(12, 10), -10, 40)))
+    theta = math.radians(float(np.clip(rng.normal(0, 4), -15, 15)))
+    return azimuth, elevation, theta
+
+
+def ood_pose(rng: np.random.Generator) -> tuple[float, float, float]:
+    """Held-out ranges: elevation 50-75 degrees or in-plane rotation 25-45 degrees."""
+    azimuth, elevation, theta = iid_pose(rng)
+    if rng.random() < 0.5:
+        elevation = math.radians(rng.uniform(50, 75))
+    else:
+        theta = math.radians(rng.uniform(25, 45)) * rng.choice([-1, 1])
+    return azimuth, elevation, theta
+
+
+@dataclass
+class Scene:
+    """The random choices behind one image."""
+
+    category: str
+    subtype: int  # 0-based; >= SUBTYPES[category] is a held-out shape
+    material: str
+    background: str
+    angles: tuple[float, float, float]
+    weather: str | None = None
+
+
+def draw_scene(category: str, nuisance: str, rng: np.random.Generator) -> Scene:
+    subtype = int(rng.integers(SUBTYPES[category]))
+    if nuisance == "shape":
+        subtype = SUBTYPES[category] + int(rng.integers(HELD_OUT_SHAPES))
+    scene = Scene(category, subtype, str(rng.choice(textures.MATERIALS_IID)),
+                  str(rng.choice(textures.BACKGROUNDS_IID)), ood_pose(rng) if nuisance == "pose" else iid_pose(rng))
+    if nuisance == "texture":
+        scene.material = textures.MATERIAL_OOD
+    elif nuisance == "context":
+        scene.background = textures.BACKGROUND_OOD
+    elif nuisance == "weather":
+        scene.weather = str(rng.choice(textures.WEATHER))
+    return scene
+
+
+def nearest_cad(mesh: Mesh, library: list[Mesh]) -> int:
+    """1-based index of the library CAD with the closest box: how an annotator labels an unseen shape."""
+    extent = np.ptp(mesh.vertices, axis=0)
+    return 1 + int(np.argmin([np.abs(np.ptp(m.vertices, axis=0) - extent).sum() for m in library]))
+
+
+# --- the generator --------------------------------------------------------------------------------
+
+
+class Generator:
+    def __init__(self, out: Path, preset: Preset, seed: int):
+        self.out, self.preset, self.seed = Path(out), preset, seed
+        self.sizes = crop_sizes(preset.scale)
+        self.viewport = 3000.0 * preset.scale
+        self._meshes: dict[tuple[str, int], Mesh] = {}
+        self.counts: dict[str, dict[str, int]] = {"pascal3d": {}, "oodcv": {}}
+        self.sheets: dict[str, list[tuple[str, np.ndarray]]] = {}
+
+    def mesh(self, category: str, subtype: int) -> Mesh:
+        key = (category, subtype)
+        if key not in self._meshes:
+            self._meshes[key] = build_cad(category, subtype, self.seed)
+        return self._meshes[key]
+
+    def rng(self, *keys: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, *keys])
+
+    def render(self, scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Pose, int]:
+        h, w = self.sizes[scene.category]
+        pose = Pose(*scene.angles, distance=5.0, principal=(w / 2, h / 2), focal=1.0, viewport=self.viewport)
+        mesh = self.mesh(scene.category, scene.subtype)
+        rendered = render_object(mesh, pose, (h, w), textures.material(scene.material, rng),
+                                 textures.background(scene.background, rng, (h, w)), random_light(rng),
+                                 self.preset.supersample)
+        image = rendered.image
+        if scene.weather:
+            image = textures.apply_weather(image, scene.weather, rng)
+        library = [self.mesh(scene.category, k) for k in range(SUBTYPES[scene.category])]
+        cad_index = scene.subtype + 1 if scene.subtype < len(library) else nearest_cad(mesh, library)
+        return image, rendered.amodal, pose, cad_index
+
+    def sample(self, scene: Scene, name: str, image: np.ndarray, amodal: np.ndarray, pose: Pose, cad_index: int,
+               occluder: np.ndarray, tags: dict[str, str]) -> Sample:
+        ys, xs = np.nonzero(amodal)
+        return Sample(
+            id=f"{scene.category}/{name}_00", category=scene.category, pose=pose,
+            image=np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
+            amodal_mask=amodal, inmodal_mask=amodal & ~occluder, occluder_mask=occluder,
+            bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
+            cad_index=cad_index, tags=tags,
+        )
+
+    def pascal3d_split(self, split: str) -> None:
+        writer = NemoWriter(self.out / "pascal3d" / split, self.sizes)
+        n = self.preset.train if split == "train" else self.preset.val
+        split_code = 0 if split == "train" else 1
+        for c in self.preset.categories:
+            for i in range(n):
+                rng = self.rng(split_code, CATEGORIES.index(c), i)
+                scene = draw_scene(c, "iid", rng)
+                image, amodal, pose, cad = self.render(scene, rng)
+                name = f"syn_{split}_{i:05d}"
+                clean = self.sample(scene, name, image, amodal, pose, cad, np.zeros_like(amodal),
+                                    {"dataset": "pascal3d", "split": split, "level": "L0"})
+                writer.write(clean, "")
+                self._keep(f"pascal3d/{split}", clean)
+                if split != "val":
+                    continue
+                for level, band in OCCLUSION_BANDS.items():
+                    occ_rng = self.rng(split_code, CATEGORIES.index(c), i, level)
+                    occluder = fit_occluders(amodal, band, occ_rng)
+                    occluded = self.sample(scene, name, paint_occluders(image, occluder, occ_rng), amodal, pose, cad,
+                                           occluder, {"dataset": "occluded-pascal3d", "split": split,
+                                                      "level": f"L{level}"})
+                    writer.write(occluded, f"FGL{level}_BGL{level}")
+                    self._keep(f"occluded-pascal3d/val/L{level}", occluded)
+        writer.finish()
+        self.counts["pascal3d"][f"pascal3d/{split}"] = n * len(self.preset.categories)
+        if split == "val":
+            for level in OCCLUSION_BANDS:
+                self.counts["pascal3d"][f"occluded-pascal3d/val/L{level}"] = n * len(self.preset.categories)
+
+    def oodcv(self) -> None:
+        writer = NemoWriter(self.out / "oodcv" / "val", self.sizes)
+        categories = [c for c in self.preset.categories if c in OODCV_CATEGORIES]
+        for k, nuisance in enumerate(NUISANCES):
+            for c in categories:
+                for i in range(self.preset.ood):
+                    rng = self.rng(2, k, CATEGORIES.index(c), i)
+                    scene = draw_scene(c, nuisance, rng)
+                    image, amodal, pose, cad = self.render(scene, rng)
+                    sample = self.sample(scene, f"syn_{nuisance}_{i:05d}", image, amodal, pose, cad,
+                                         np.zeros_like(amodal), {"dataset": "oodcv", "split": "test",
+                                                                 "nuisance": nuisance})
+                    writer.write(sample, "")
+                    self._keep(f"oodcv/test/{nuisance}", sample)
+            self.counts["oodcv"][f"oodcv/test/{nuisance}"] = self.preset.ood * len(categories)
+        writer.finish()
+
+    def _keep(self, split: str, sample: Sample, per_category: int = 6) -> None:
+        kept = self.sheets.setdefault(split, [])
+        if sum(1 for c, _ in kept if c == sample.category) < per_category:
+            kept.append((sample.category, sample.image))
+
+    def contact_sheets(self) -> list[Path]:
+        folder = self.out / "contact_sheets"
+        folder.mkdir(parents=True, exist_ok=True)
+        return [write_contact_sheet(folder / f"{split.replace('/', '_')}.png", split, tiles)
+                for split, tiles in self.sheets.items()]
+
+    def run(self) -> dict[str, dict[str, int]]:
+        write_cad_library(self.out / "pascal3d", self.preset.categories, self.seed)
+        for split in ("train", "val"):
+            self.pascal3d_split(split)
+        self.oodcv()
+        for family, counts in self.counts.items():
+            update_manifest(self.out / family, counts)
+        self.contact_sheets()
+        meta = {"format": "ntdmbench-synthetic/1", "preset": asdict(self.preset), "seed": self.seed,
+                "crop_sizes": self.sizes, "viewport": self.viewport,
+                "held_out": {"shape": f"{HELD_OUT_SHAPES} unseen subtypes per category (cad_index = nearest CAD)",
+                             "pose": "elevation 50-75 deg or |theta| 25-45 deg",
+                             "texture": textures.MATERIAL_OOD, "context": textures.BACKGROUND_OOD,
+                             "weather": list(textures.WEATHER)},
+                "occlusion_bands": OCCLUSION_BANDS, "counts": self.counts}
+        (self.out / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return self.counts
+
+
+def write_contact_sheet(path: Path, title: str, tiles: list[tuple[str, np.ndarray]], tile: int = 128) -> Path:
+    columns = 6
+    rows = math.ceil(len(tiles) / columns)
+    sheet = Image.new("RGB", (columns * tile, 16 + rows * (tile + 12)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 2), title, fill="black")
+    for k, (category, image) in enumerate(tiles):
+        im = Image.fromarray(image)
+        im.thumbnail((tile - 4, tile - 4))
+        x, y = (k % columns) * tile, 16 + (k // columns) * (tile + 12)
+        sheet.paste(im, (x + 2, y + 2))
+        draw.text((x + 2, y + tile - 2), category, fill="black")
+    sheet.save(path)
+    return path
+
+
+def generate(out: str | Path, preset: str = "quick", seed: int = 0) -> dict[str, dict[str, int]]:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return Generator(Path(out), PRESETS[preset], seed).run()
+
+
+def iter_split_names(counts: dict[str, dict[str, int]]) -> Iterator[tuple[str, int]]:
+    for family in counts.values():
+        yield from family.items()
+
+
+def synth_command(args) -> int:
+    start = time.perf_counter()
+    counts = generate(args.out, args.preset, args.seed)
+    elapsed = time.perf_counter() - start
+    total = sum(n for _, n in iter_split_names(counts))
+    for name, n in iter_split_names(counts):
+        print(f"{name}: {n} images")
+    print(f"wrote {total} images in {elapsed:.1f} s ({total / elapsed:.1f} images/s) under {args.out}")
+    print(f"use --root {Path(args.out) / 'pascal3d'} for pascal3d/* and occluded-pascal3d/*, "
+          f"--root {Path(args.out) / 'oodcv'} for oodcv/test/*")
+    return 0
