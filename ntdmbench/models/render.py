@@ -188,14 +188,13 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_features: torc
     """Feature maps ``(B, C, H, W)`` from per-vertex features ``(V, C)`` or ``(B, V, C)``, barycentric
     within the covering face and zero on the background (NeMo's rendered feature map)."""
     B, H, W = fragments.pix_to_face.shape
-    feats = vertex_features.expand(B, *vertex_features.shape[-2:])
-    face = fragments.pix_to_face.clamp(min=0).flatten(1)  # background weights are zero
-    corners = faces.to(face.device)[face]  # (B, HW, 3)
-    out = 0
-    for k in range(3):
-        picked = torch.gather(feats, 1, corners[..., k, None].expand(-1, -1, feats.shape[-1]))
-        out = out + picked * fragments.bary.flatten(1, 2)[..., k, None]
-    return out.transpose(1, 2).reshape(B, -1, H, W)
+    V, C = vertex_features.shape[-2:]
+    corners = faces.to(fragments.pix_to_face.device)[fragments.pix_to_face.clamp(min=0)]  # (B, H, W, 3)
+    table = vertex_features.reshape(-1, C)
+    if vertex_features.ndim == 3:  # per-mesh features: index the flattened (B * V, C) table
+        corners = corners + V * torch.arange(B, device=corners.device).view(B, 1, 1, 1)
+    out = sum(table[corners[..., k]] * fragments.bary[..., k, None] for k in range(3))  # background bary is 0
+    return out.permute(0, 3, 1, 2)
 
 
 def sample_texture(fragments: Fragments, face_uvs: torch.Tensor, uvs: torch.Tensor, texture: torch.Tensor,
