@@ -32,7 +32,8 @@ def render_object(mesh: Mesh, pose: Pose, size: tuple[int, int], surface: Materi
     verts = torch.as_tensor(mesh.vertices, dtype=torch.float64)
     faces = torch.as_tensor(mesh.faces, dtype=torch.int64)
     with torch.no_grad():
-        frags = rasterize(verts.float(), faces, camera.to(torch.float32), (h * s, w * s))
+        # one fixed backend: the files must not depend on whether PyTorch3D is installed
+        frags = rasterize(verts.float(), faces, camera.to(torch.float32), (h * s, w * s), backend="torch")
     pix_to_face = frags.pix_to_face[0].numpy()
     covered = pix_to_face >= 0
     face_ids = pix_to_face[covered]
