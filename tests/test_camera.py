@@ -124,7 +124,8 @@ def test_pytorch3d_matches_nemo_look_at_and_screen_projection(poses):
     R_p3d, _ = C.to_pytorch3d(a, e, t, d)
     # NeMo's campos_to_R_T: look_at_rotation(C in the PyTorch3D frame) @ Rz(theta)
     look = look_at_rotation(C.pascal_to_pytorch3d(C.camera_position(a, e, d)).float()).double()
-    torch.testing.assert_close(look @ C._rz(torch.as_tensor(t)), R_p3d, atol=1e-6, rtol=0)
+    rz_theta = C.rotation_matrix(0.0, math.pi / 2, t)  # elevation 90 degrees leaves Rz(theta) alone
+    torch.testing.assert_close(look @ rz_theta, R_p3d, atol=1e-6, rtol=0)
     cam = C.Camera.create(a, e, t, d, (40.0, 28.0)).downsample(8)
     X = torch.randn(len(a), 6, 3, dtype=torch.float64) * 0.3
     screen = C.pytorch3d_cameras(cam, (56, 80)).transform_points_screen(C.pascal_to_pytorch3d(X).float())

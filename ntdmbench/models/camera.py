@@ -23,6 +23,7 @@ from typing import Sequence
 
 import torch
 
+from ntdmbench.benchmark import metrics
 from ntdmbench.datasets.records import Pose
 
 AXIS_MAP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
@@ -48,20 +49,9 @@ def _angles(*values) -> list[torch.Tensor]:
     return list(torch.broadcast_tensors(*tensors))
 
 
-def _rz(phi: torch.Tensor) -> torch.Tensor:
-    c, s, zero, one = phi.cos(), phi.sin(), torch.zeros_like(phi), torch.ones_like(phi)
-    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).unflatten(-1, (3, 3))
-
-
-def _rx(phi: torch.Tensor) -> torch.Tensor:
-    c, s, zero, one = phi.cos(), phi.sin(), torch.zeros_like(phi), torch.ones_like(phi)
-    return torch.stack([one, zero, zero, zero, c, -s, zero, s, c], -1).unflatten(-1, (3, 3))
-
-
 def rotation_matrix(azimuth, elevation, theta) -> torch.Tensor:
-    """``Rz(theta) Rx(-(pi/2 - e)) Rz(-a)``, shape ``(..., 3, 3)`` for broadcastable angles."""
-    a, e, t = _angles(azimuth, elevation, theta)
-    return _rz(t) @ _rx(e - math.pi / 2) @ _rz(-a)
+    """``Rz(theta) Rx(-(pi/2 - e)) Rz(-a)`` as a tensor, shape ``(..., 3, 3)``: the scoring convention itself."""
+    return metrics.rotation_matrix(*_angles(azimuth, elevation, theta))
 
 
 def angles_from_rotation(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
