@@ -8,7 +8,6 @@ relative 1e-6); the PyTorch3D backend's gradients are covered by agreeing with i
 
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -11,7 +11,6 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,7 +21,6 @@ from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.catalog import load_dataset
 from ntdmbench.datasets.records import Prediction, Sample
 from ntdmbench.models.predictor import Predictor
-from ntdmbench.models.registry import build_model
 
 log = logging.getLogger("ntdmbench")
 

@@ -10,7 +10,6 @@ them against PyTorch3D) and are batched here.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
