@@ -23,8 +23,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ntdmbench.datasets.indexed import Entry, IndexedDataset, SampleSkip, Skips
-from ntdmbench.datasets.pascal3d import cad_count, object_samples, read_lines, read_record
-from ntdmbench.datasets.records import CATEGORIES, DataError, Sample
+from ntdmbench.datasets.pascal3d import cad_count, index_record, read_lines
+from ntdmbench.datasets.records import CATEGORIES, DataError
 
 PUBLISHED_COUNTS = {
     "FGL1_BGL1": 10421, "FGL2_BGL2": 10219, "FGL3_BGL3": 9983,
@@ -95,21 +95,13 @@ class OccludedRaw(IndexedDataset):
             for name in self.names(category):
                 image = self.root / "images" / folder / f"{name}.JPEG"
                 npz = self.root / "annotations" / folder / f"{name}.npz"
-                mat = self.clean_root / "Annotations" / f"{category}_imagenet" / f"{name}.mat"
-                try:
-                    if not image.is_file():
-                        raise SampleSkip(f"{image}: listed image not found", "missing image")
-                    if not npz.is_file():
-                        raise SampleSkip(f"{image}: image without annotation ({npz.name} missing)",
-                                         "image without annotation")
-                    found = list(object_samples(read_record(mat), mat, category, self.objects, skips,
-                                                lambda i: f"{category}/{name}_{i:02d}", limit))
-                except DataError as exc:
-                    skips.add(exc)
+                if image.is_file() and not npz.is_file():
+                    skips.add(SampleSkip(f"{image}: image without annotation ({npz.name} missing)",
+                                         "image without annotation"))
                     continue
-                for sample_id, pose, bbox, cad in found:
-                    entries[sample_id] = Entry(Sample(sample_id, category, pose, image_path=image, bbox=bbox,
-                                                      cad_index=cad, tags=dict(self.tags)), npz)
+                index_record(entries, skips, category=category, name=name, image=image,
+                             mat=self.clean_root / "Annotations" / f"{category}_imagenet" / f"{name}.mat",
+                             objects=self.objects, cad_limit=limit, tags=self.tags, mask_source=npz)
         if not entries and not skips:
             raise DataError(f"{self.root}/images: no {{category}}{self.level} folder with images")
         return entries

@@ -18,9 +18,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ntdmbench.datasets.indexed import Entry, IndexedDataset, SampleSkip, Skips
-from ntdmbench.datasets.pascal3d import object_samples, read_lines, read_record
-from ntdmbench.datasets.records import DataError, Sample
+from ntdmbench.datasets.indexed import Entry, IndexedDataset, Skips
+from ntdmbench.datasets.pascal3d import index_record, read_lines
+from ntdmbench.datasets.records import DataError
 
 OODCV_CATEGORIES: tuple[str, ...] = (
     "aeroplane", "bicycle", "boat", "bus", "car", "chair", "diningtable", "motorbike", "sofa", "train",
@@ -97,17 +97,8 @@ class OodcvRaw(IndexedDataset):
         entries: dict[str, Entry] = {}
         for category in self.categories:
             for img, obj_id in list_entries(self.root, category, self.nuisance):
-                image = self.root / "images" / category / f"{img}.JPEG"
-                mat = self.root / "annotations" / category / f"{img}.mat"
-                try:
-                    if not image.is_file():
-                        raise SampleSkip(f"{image}: listed image not found", "missing image")
-                    found = list(object_samples(read_record(mat), mat, category, [obj_id], skips,
-                                                lambda i: f"{category}/{img}_{i:02d}", None))
-                except DataError as exc:
-                    skips.add(exc)
-                    continue
-                for sample_id, pose, bbox, cad in found:
-                    entries[sample_id] = Entry(Sample(sample_id, category, pose, image_path=image, bbox=bbox,
-                                                      cad_index=cad, tags=dict(self.tags)))
+                index_record(entries, skips, category=category, name=img,
+                             image=self.root / "images" / category / f"{img}.JPEG",
+                             mat=self.root / "annotations" / category / f"{img}.mat",
+                             objects=[obj_id], cad_limit=None, tags=self.tags)
         return entries

@@ -161,6 +161,23 @@ def object_samples(record: dict[str, Any], path: Path, category: str, objects: s
         yield make_id(i), pose, bbox, cad
 
 
+def index_record(entries: dict[str, Entry], skips: Skips, *, category: str, name: str, image: Path, mat: Path,
+                 objects: str | Sequence[int], cad_limit: int | None, tags: dict[str, str],
+                 mask_source: Any = None) -> None:
+    """Add the usable objects of one image's ``.mat`` record to ``entries``; a bad image is a counted skip."""
+    try:
+        if not image.is_file():
+            raise SampleSkip(f"{image}: listed image not found", "missing image")
+        found = list(object_samples(read_record(mat), mat, category, objects, skips,
+                                    lambda i: f"{category}/{name}_{i:02d}", cad_limit))
+    except DataError as exc:
+        skips.add(exc)
+        return
+    for sample_id, pose, bbox, cad in found:
+        entries[sample_id] = Entry(Sample(sample_id, category, pose, image_path=image, bbox=bbox, cad_index=cad,
+                                          tags=dict(tags)), mask_source)
+
+
 class Pascal3DRaw(IndexedDataset):
     """Objects of the raw release, one sample per annotated object with a valid viewpoint."""
 
@@ -193,18 +210,8 @@ class Pascal3DRaw(IndexedDataset):
             folder = f"{category}_{self.subset}"
             limit = cad_count(self.root, category)
             for name in split_names(self.root, category, self.split, self.subset):
-                image = self.root / "Images" / folder / f"{name}{ext}"
-                try:
-                    if not image.is_file():
-                        raise SampleSkip(f"{image}: listed image not found", "missing image")
-                    record = read_record(self.root / "Annotations" / folder / f"{name}.mat")
-                    found = list(object_samples(record, self.root / "Annotations" / folder / f"{name}.mat",
-                                                category, self.objects, skips,
-                                                lambda i: f"{category}/{name}_{i:02d}", limit))
-                except DataError as exc:
-                    skips.add(exc)
-                    continue
-                for sample_id, pose, bbox, cad in found:
-                    entries[sample_id] = Entry(Sample(sample_id, category, pose, image_path=image, bbox=bbox,
-                                                      cad_index=cad, tags=dict(self.tags)))
+                index_record(entries, skips, category=category, name=name,
+                             image=self.root / "Images" / folder / f"{name}{ext}",
+                             mat=self.root / "Annotations" / folder / f"{name}.mat",
+                             objects=self.objects, cad_limit=limit, tags=self.tags)
         return entries
