@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ntdmbench.datasets.crop import CROP_SIZES
+from ntdmbench.datasets.oodcv import OODCV_CATEGORIES
 from ntdmbench.datasets.prepare import NemoWriter, update_manifest
 from ntdmbench.datasets.records import CATEGORIES, Pose, Sample
 from ntdmbench.datasets.synthetic import textures
@@ -40,8 +41,7 @@ from ntdmbench.datasets.synthetic.scenes import fit_occluders, paint_occluders, 
 from ntdmbench.models.meshes import Mesh
 
 OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
-NUISANCES = ("shape", "pose", "texture", "context", "weather", "iid")
-OODCV_CATEGORIES = ("aeroplane", "bicycle", "boat", "bus", "car", "chair", "diningtable", "motorbike", "sofa", "train")
+NUISANCES = ("shape", "pose", "texture", "context", "weather", "iid")  # the order keys each split's seeds
 HELD_OUT_SHAPES = 3  # unseen subtypes per category for the OOD shape split
 
 
