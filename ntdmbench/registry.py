@@ -58,17 +58,9 @@ class Registry(Generic[T]):
 
     def _add(self, name: str, obj: T | str) -> None:
         existing = self._entries.get(name)
-        if existing is not None and existing is not obj and not self._is_lazy_twin(existing, obj):
+        if existing is not None and existing is not obj:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
-
-    @staticmethod
-    def _is_lazy_twin(lazy: T | str, obj: T | str) -> bool:
-        """A lazy entry being replaced by the very object it names (its module registering itself)."""
-        if not isinstance(lazy, str) or isinstance(obj, str):
-            return False
-        module_name, _, attr = lazy.partition(":")
-        return getattr(obj, "__module__", None) == module_name and getattr(obj, "__qualname__", None) == attr
 
     def _discover_entry_points(self) -> None:
         if self._entry_points_loaded:

@@ -11,12 +11,10 @@ import numpy as np
 
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.predictor import BasePredictor, Capability
-from ntdmbench.models.registry import MODELS
 
 ALL_TASKS = frozenset({Capability.POSE, Capability.CLASS, Capability.AMODAL})
 
 
-@MODELS.register("oracle")
 @dataclass
 class OraclePredictor(BasePredictor):
     """Returns the ground truth: every metric must come out perfect (BOP's GT-as-results check)."""
@@ -55,7 +53,6 @@ def uniform_angles(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([azimuth, elevation, theta], axis=1)
 
 
-@MODELS.register("random")
 @dataclass
 class RandomPredictor(BasePredictor):
     """Uniform random rotation, class and per-pixel mask, seeded per sample id (resumable, reproducible)."""
