@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import toy_data
@@ -211,5 +210,4 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, message):
 
 def test_python_m_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "ntdmbench", "ls", "models"], capture_output=True, text=True)
-    assert out.returncode == 0 and "oracle" in out.stdout
-    np.testing.assert_equal(out.stderr, "")
+    assert out.returncode == 0 and "oracle" in out.stdout and out.stderr == ""
