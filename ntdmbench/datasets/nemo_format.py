@@ -25,7 +25,6 @@ Sample ids are ``{cate}/{name}``: a clean sample and its occluded versions share
 from __future__ import annotations
 
 import math
-import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -41,7 +40,6 @@ REFACTOR_KEYS = ("px", "py")
 MASK_KEYS = {"occ_mask": "occluder_mask", "amodal_mask": "amodal_mask", "inmodal_mask": "inmodal_mask"}
 IMAGE_EXTS = (".JPEG", ".jpg", ".jpeg", ".png")
 ORIGINAL_ROOTS = {"val": ("PASCAL3D_NeMo", "PASCAL3D_OCC_NeMo", "OOD_CV_NeMo"), "train": ("PASCAL3D_train_NeMo",)}
-LEVEL_PENDIX = re.compile(r"FGL(\d)_BGL(\d)$")
 
 
 def pendix_for(level: int) -> str:
@@ -57,10 +55,6 @@ def split_root(root: Path, split: str) -> Path:
         return root
     raise DataError(f"{root}: no {split}/annotations/ folder; expected the NeMo layout "
                     f"{{root}}/{split}/{{images,annotations,lists}}/{{category}}[FGLk_BGLk]/")
-
-
-def find_image(folder: Path, stem: str) -> Path | None:
-    return next((folder / f"{stem}{ext}" for ext in IMAGE_EXTS if (folder / f"{stem}{ext}").is_file()), None)
 
 
 def read_npz_fields(path: Path, keys: Iterable[str], required: Iterable[str] = REQUIRED_KEYS) -> dict[str, Any]:

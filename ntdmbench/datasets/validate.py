@@ -25,13 +25,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ntdmbench.datasets.occluded import PUBLISHED_COUNTS as OCCLUDED_COUNTS
 from ntdmbench.datasets.records import CATEGORIES, DataError
 
 PUBLISHED: dict[str, int] = {
     "pascal3d-raw/val": 10812, "pascal3d-raw/train": 11045,
     "pascal3d/val": 10812, "pascal3d/train": 11045,
-    **{f"{family}/val/L{k}": n for family in ("occluded-pascal3d", "occluded-pascal3d-raw")
-       for k, n in ((1, 10421), (2, 10219), (3, 9983))},
+    **{f"{family}/val/L{k}": OCCLUDED_COUNTS[f"FGL{k}_BGL{k}"]
+       for family in ("occluded-pascal3d", "occluded-pascal3d-raw") for k in (1, 2, 3)},
 }
 """Published image counts (OOD-CV-Pose and OccludedPASCAL3D READMEs)."""
 
