@@ -18,6 +18,13 @@ MODELS: Registry[Callable[..., Predictor]] = Registry("model", entry_point_group
 for _name, _target in {
     "oracle": "ntdmbench.models.reference:OraclePredictor",
     "random": "ntdmbench.models.reference:RandomPredictor",
+    "nemo": "ntdmbench.baselines.nemo.model:NeMoPredictor",
+    "ntdm": "ntdmbench.ntdm.model:NTDMPredictor",
+    "resnet50-pose": "ntdmbench.baselines.resnet:ResNetPosePredictor",
+    "resnet50-class": "ntdmbench.baselines.resnet:ResNetClassPredictor",
+    "starmap": "ntdmbench.baselines.starmap:StarMapPredictor",
+    "mt-maskrcnn": "ntdmbench.baselines.mt_maskrcnn:MultiTaskMaskRCNNPredictor",
+    "bayesian-amodal": "ntdmbench.baselines.bayesian_amodal:BayesianAmodalPredictor",
 }.items():
     MODELS.register(_name, _target)
 

@@ -1,0 +1,126 @@
+"""``ntdmbench train``: fit a registered model on a dataset and write its checkpoint.
+
+    ntdmbench train --model nemo --dataset pascal3d/train --root data/synth/pascal3d \\
+                    --category all|car [--out CKPT] [--device cpu] [--seed 0] [--model-args k=v,...]
+
+The training contract a model implements (``Predictor.fit``)::
+
+    fit(dataset, *, categories, resume: Resume, device, seed, progress) -> None
+
+``categories`` is the list to train (per-category models train one each; joint models train on all
+samples of these categories); ``resume`` is where the model keeps a resumable state at its own
+checkpoints (``resume.save(state)`` / ``resume.load()``), so a killed ``train`` continues from there
+when rerun with the same arguments. The command then writes the final checkpoint with ``save`` and
+prints its SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ntdmbench.datasets.base import Dataset
+from ntdmbench.datasets.records import CATEGORIES
+
+
+@dataclass
+class Resume:
+    """An atomically written training state next to the final checkpoint (``CKPT.resume``)."""
+
+    path: Path
+
+    @classmethod
+    def beside(cls, checkpoint: str | Path) -> "Resume":
+        checkpoint = Path(checkpoint)
+        return cls(checkpoint.with_name(checkpoint.name + ".resume"))
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def ids_by_category(dataset: Dataset, categories: Sequence[str]) -> dict[str, list[str]]:
+    """Sample ids grouped by category; ids are ``{category}/{name}`` in every adapter."""
+    out: dict[str, list[str]] = {c: [] for c in categories}
+    for sample_id in dataset.ids():
+        category = sample_id.split("/", 1)[0]
+        if category in out:
+            out[category].append(sample_id)
+    return out
+
+
+def resolve_categories(dataset: Dataset, category: str) -> list[str]:
+    present = sorted({i.split("/", 1)[0] for i in dataset.ids()}, key=CATEGORIES.index)
+    if category == "all":
+        return present
+    wanted = [c.strip() for c in category.split(",")]
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise ValueError(f"--category {', '.join(missing)}: not in the dataset (it has {', '.join(present)})")
+    return wanted
+
+
+def default_checkpoint(model: str, dataset: str, category: str) -> Path:
+    return Path("checkpoints") / f"{model}-{dataset.replace('/', '_')}-{category.replace(',', '+')}.pth"
+
+
+def train(model_name: str, dataset_name: str, root: str | None = None, category: str = "all",
+          out: str | Path | None = None, device: str = "cpu", seed: int = 0,
+          model_args: dict[str, Any] | None = None, progress: bool = True) -> tuple[Path, str]:
+    """Train and save; returns the checkpoint path and its SHA-256."""
+    from ntdmbench.benchmark.runner import seed_everything
+    from ntdmbench.datasets.catalog import load_dataset
+    from ntdmbench.models.registry import MODELS
+
+    dataset = load_dataset(dataset_name, root)
+    categories = resolve_categories(dataset, category)
+    out = Path(out) if out else default_checkpoint(model_name, dataset_name, category)
+    factory = MODELS.get(model_name)
+    kwargs = dict(model_args or {})
+    if "device" in inspect.signature(factory).parameters:
+        kwargs.setdefault("device", device)
+    model = factory(**kwargs)
+    seed_everything(seed)
+    resume = Resume.beside(out)
+    model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
+    sha = model.save(out)
+    resume.clear()
+    return out, sha
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ntdmbench.benchmark.cli import parse_model_args
+
+    path, sha = train(args.model, args.dataset, args.root, args.category, args.out, args.device, args.seed,
+                      parse_model_args(args.model_args), progress=not args.no_progress)
+    print(f"checkpoint: {path}\nsha256: {sha}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a model and write its checkpoint (resumable)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True, help="e.g. pascal3d/train")
+    p.add_argument("--root", help="dataset root (else the dataset's environment variable)")
+    p.add_argument("--category", default="all", help="all, one category, or a comma-separated list")
+    p.add_argument("--out", help="checkpoint file (default: checkpoints/MODEL-DATASET-CATEGORY.pth)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-args", help="constructor arguments, k=v,k2=v2 (model and training settings)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
