@@ -328,8 +328,32 @@ def _sq_distance_matrix(points: torch.Tensor, tris: torch.Tensor) -> torch.Tenso
     return torch.where(inside, side[..., 0] ** 2, edge)
 
 
+def _nearest_by_candidates(p: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+    """Nearest face per point, measuring only the faces whose bounding spheres come nearest (a lower
+    bound on the distance): first k, then, for points not yet provably done, every face whose bound
+    is below the best distance found."""
+    centre = t.mean(1)
+    radius = (t - centre[:, None]).norm(dim=-1).amax(1)
+    bound = (torch.cdist(p, centre) - radius).clamp(min=0)
+
+    def best_of(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        kth, cand = bound[rows].topk(n, dim=1, largest=False)
+        c = t[cand]
+        d, arg = _closest_point_sq_distance(p[rows, None], c[..., 0, :], c[..., 1, :], c[..., 2, :]).min(1)
+        return cand.gather(1, arg[:, None])[:, 0], d.sqrt(), kth[:, -1]
+
+    rows = torch.arange(len(p), device=p.device)
+    nearest, best, kth = best_of(rows, k)
+    unsure = best > kth
+    if unsure.any():
+        rows = rows[unsure]
+        n = int((bound[rows] <= best[unsure, None]).sum(1).max())
+        nearest[rows] = best_of(rows, n)[0]
+    return nearest
+
+
 def point_face_distance(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
-                        chunk: int = 2 ** 20) -> torch.Tensor:
+                        chunk: int = 2 ** 20, candidates: int | None = None) -> torch.Tensor:
     """Squared distance ``(P,)`` from each point ``(P, 3)`` to the nearest triangle of a mesh;
     differentiable in the points and the mesh vertices.
 
@@ -337,12 +361,17 @@ def point_face_distance(points: torch.Tensor, vertices: torch.Tensor, faces: tor
     and the distance to it is recomputed exactly with gradients. This is as fast on CPU as
     PyTorch3D's ``point_face_distance`` kernel, which (float32 only) puts points over sliver
     triangles, common in CAD models, on the triangle's plane and so underestimates their distance.
+    ``candidates=k`` first measures only the k faces with the nearest bounding spheres (still exact,
+    several times faster on fine meshes, e.g. fitting NTDM's 2562-vertex template).
     """
     tris = vertices[faces]
     step = max(1, chunk // max(1, len(faces)))
     with torch.no_grad():
         p, t = points.detach(), tris.detach()
-        nearest = torch.cat([_sq_distance_matrix(p[s:s + step], t).argmin(1) for s in range(0, len(p), step)])
+        if candidates is not None and candidates < len(faces):
+            nearest = torch.cat([_nearest_by_candidates(p[s:s + step], t, candidates) for s in range(0, len(p), step)])
+        else:
+            nearest = torch.cat([_sq_distance_matrix(p[s:s + step], t).argmin(1) for s in range(0, len(p), step)])
     t = tris[nearest]
     return _closest_point_sq_distance(points, t[:, 0], t[:, 1], t[:, 2])
 
