@@ -31,6 +31,7 @@ class RunConfig:
     dataset: str
     root: str | None = None
     limit: int | None = None
+    categories: list[str] | None = None  # only these categories (ids are ``{category}/{name}``)
     out: str = "runs"
     fresh: bool = False
     batch_size: int = 8
@@ -73,8 +74,12 @@ def make_model(cfg: RunConfig) -> Predictor:
     return model
 
 
-def selected_ids(dataset: Dataset, limit: int | None) -> list[str]:
+def selected_ids(dataset: Dataset, limit: int | None, categories: Sequence[str] | None = None) -> list[str]:
+    """Sorted ids, optionally of some categories only, then the first ``limit`` of them."""
     ids = dataset.ids()
+    if categories:
+        wanted = set(categories)
+        ids = [i for i in ids if i.split("/", 1)[0] in wanted]
     return ids if limit is None else ids[:limit]
 
 
@@ -137,7 +142,7 @@ def score_run(run_dir: RunDir, dataset: Dataset | None = None) -> dict[str, Any]
     """(Re-)score a run directory from its shards; writes samples.jsonl and metrics.json."""
     cfg = run_dir.config()
     dataset = dataset or load_dataset(cfg["dataset"], cfg.get("root"))
-    ids = selected_ids(dataset, cfg.get("limit"))
+    ids = selected_ids(dataset, cfg.get("limit"), cfg.get("categories"))
     predictions = run_dir.read_predictions()
     tasks = cfg["model_describe"]["capabilities"]
     rows, summary = scoring.score([dataset.load(i) for i in ids], predictions, tasks, seed=cfg.get("seed", 0))
@@ -180,7 +185,7 @@ def run(cfg: RunConfig, rank: int = 0, world: int = 1, dataset: Dataset | None =
         if rank == 0:
             write_yaml(run_dir.file("config.yaml"), resolved)
         prov = provenance.collect(cfg.device, cfg.seed)
-        ids = selected_ids(dataset, cfg.limit)
+        ids = selected_ids(dataset, cfg.limit, cfg.categories)
         finished = run_dir.finished_ids()
         todo = [i for i in shard_ids(ids, rank, world) if i not in finished]
         log.info("run %s: %d samples selected, %d already done, %d to predict on rank %d/%d",
