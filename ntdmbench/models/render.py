@@ -203,13 +203,12 @@ def sample_uv(texture: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear", w
     """``(B, C, H, W)``: texture maps ``(C, Ht, Wt)`` or ``(B, C, Ht, Wt)`` sampled at UV maps ``(B, 2, H, W)``
     (u right, v up, in [0, 1]; ``align_corners=False``, border padding). ``wrap_u`` makes u periodic
     (a polar UV map's seam): u is taken modulo 1 and texels at u = 0 and u = 1 blend with each other."""
-    B = uv.shape[0]
-    maps = texture.expand(B, *texture.shape[-3:])
     u = uv[:, 0]
     if wrap_u:
-        width = maps.shape[-1]
-        maps = torch.cat([maps[..., -1:], maps, maps[..., :1]], -1)
+        width = texture.shape[-1]
+        texture = torch.cat([texture[..., -1:], texture, texture[..., :1]], -1)
         u = (torch.remainder(u, 1.0) * width + 1) / (width + 2)
+    maps = texture.expand(uv.shape[0], *texture.shape[-3:])
     grid = torch.stack([u * 2 - 1, 1 - uv[:, 1] * 2], -1)
     return torch.nn.functional.grid_sample(maps, grid.to(maps.dtype), mode=mode, padding_mode="border",
                                            align_corners=False)
