@@ -1,0 +1,35 @@
+"""``ntdmbench table RUN_DIR --format md|latex|csv|html``; the report modules load only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FORMATS = ("md", "latex", "csv", "html")
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from ntdmbench.reports import tables as T
+
+    tables = T.load(args.run_dir)
+    if args.table:
+        tables = [t for t in tables if t.id in args.table.split(",")]
+        if not tables:
+            raise ValueError(f"--table {args.table}: no such table in {args.run_dir}")
+    text = T.render(tables, args.format, title=json.loads((Path(args.run_dir) / "index.json").read_text())["title"])
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"written: {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("table", help="the paper's tables from a suite run's result files")
+    p.add_argument("run_dir", help="a suite run directory (runs/suites/NAME)")
+    p.add_argument("--format", default="md", choices=FORMATS)
+    p.add_argument("--table", help="only these table ids, comma-separated")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=_cmd_table)

@@ -1,0 +1,54 @@
+"""A small trainable model for suite tests: it learns the mean pose of each category.
+
+Importable by name (``suite_models:MeanPose``) so a suite file can register it with ``register:`` in
+a torchrun subprocess too (with ``tests/`` on ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ntdmbench.datasets.records import Prediction, Sample
+from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
+
+
+@dataclass
+class MeanPose(BasePredictor):
+    """Predicts the training mean (a, e, theta) of the sample's category; trains per category."""
+
+    name = "mean-pose"
+    capabilities = frozenset({Capability.POSE})
+    input_spec = InputSpec(needs_category=True)
+    shift: float = 0.0  # added to the azimuth at prediction (an inference switch for tests)
+    means: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    def config(self) -> dict:
+        return {"shift": self.shift}
+
+    def fit(self, dataset, *, categories, resume, device, seed, progress) -> None:
+        for category in categories:
+            poses = [dataset.load(i).pose for i in dataset.ids() if i.startswith(f"{category}/")]
+            self.means[category] = np.mean([p.angles() for p in poses], axis=0).tolist()
+
+    def state_dict(self) -> dict:
+        return {"means": dict(self.means)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.means = dict(state["means"])
+
+    def merge(self, paths: Sequence[Path]) -> None:
+        """Join per-category checkpoints (what ``per_category: true`` suites need)."""
+        for path in paths:
+            self.means.update(torch.load(path, map_location="cpu", weights_only=False)["state"]["means"])
+
+    def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
+        out = []
+        for s in batch:
+            a, e, t = self.means[s.category]
+            out.append(Prediction(id=s.id, azimuth=a + self.shift, elevation=e, theta=t, distance=5.0))
+        return out

@@ -1,0 +1,141 @@
+"""Tables from result files: ranks (bold / underline), × and – cells, pooled mean and drop, formats."""
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from ntdmbench.benchmark.cli import main
+from ntdmbench.reports import tables
+
+
+def _samples(errors_deg, ious=None, correct=None):
+    rows = []
+    for k, err in enumerate(errors_deg):
+        row = {"id": f"car/{k:03d}", "category": "car", "status": "ok",
+               "rot_err": math.radians(err), "rot_err_deg": err, "time_s": 0.01}
+        if ious is not None:
+            row["amodal_iou"] = ious[k]
+        if correct is not None:
+            row["pred_category"] = "car" if correct[k] else "bus"
+            row["class_correct"] = bool(correct[k])
+        rows.append(row)
+    return rows
+
+
+def _metrics(rows, tasks):
+    from ntdmbench.benchmark.scoring import summarize
+
+    return {**summarize(rows), "tasks": tasks}
+
+
+def make_suite_dir(root, spec):
+    """A suite run directory as ``suite run`` leaves it; spec: {table: {row: {cond: (rows, tasks)}}}."""
+    index = {"suite": "t", "title": "Test tables", "tables": {}}
+    for order, (tid, table) in enumerate(spec.items()):
+        entry = {**table["meta"], "order": order, "rows": []}
+        for row_id, conds in table["rows"].items():
+            row = {"id": row_id, "label": row_id.upper(), "model": row_id, "status": "ok" if conds else "failed",
+                   "results": {}}
+            for cond, (rows, tasks) in conds.items():
+                folder = root / "results" / tid / row_id / cond
+                folder.mkdir(parents=True)
+                (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                (folder / "metrics.json").write_text(json.dumps(_metrics(rows, tasks)))
+                row["results"][cond] = {"metrics": str((folder / "metrics.json").relative_to(root)),
+                                        "samples": str((folder / "samples.jsonl").relative_to(root))}
+            entry["rows"].append(row)
+        index["tables"][tid] = entry
+    (root / "index.json").write_text(json.dumps(index))
+    return root
+
+
+ALL = ["pose", "amodal", "class"]
+OCC = {"conditions": ["L0", "L1"], "clean": "L0", "mean": None, "metrics": ["acc_pi6", "amodal_iou", "top1"],
+       "title": "Occlusion", "benchmark": "occluded-pascal3d", "layout": "wide"}
+OOD = {"conditions": ["iid", "shape", "pose"], "clean": "iid", "mean": ["shape", "pose"], "metrics": ["acc_pi6"],
+       "title": "OOD", "benchmark": "oodcv", "layout": "stacked"}
+
+
+@pytest.fixture
+def suite_dir(tmp_path):
+    good = _samples([1, 2, 3, 50], [1.0, 1.0, 0.5, 0.5], [1, 1, 1, 0])  # 75 % / 75 % / 75 %
+    mid = _samples([1, 2, 50, 50], [0.5, 0.5, 0.5, 0.5], [1, 0, 0, 0])  # 50 % / 50 % / 25 %
+    low = _samples([1, 50, 50, 50])  # 25 %, pose only
+    return make_suite_dir(tmp_path, {
+        "occ": {"meta": OCC, "rows": {
+            "a": {"L0": (good, ALL), "L1": (mid, ALL)},
+            "b": {"L0": (mid, ALL), "L1": (mid, ALL)},
+            "c": {"L0": (low, ["pose"]), "L1": (low, ["pose"])},
+            "d": {},  # failed before any result: capability unknown
+        }},
+        "ood": {"meta": OOD, "rows": {
+            "a": {"iid": (good, ["pose"]), "shape": (good, ["pose"]), "pose": (_samples([1, 50]), ["pose"])},
+            "b": {"iid": (low, ["pose"]), "shape": (mid, ["pose"]), "pose": (mid, ["pose"])},
+        }},
+    })
+
+
+def test_cells_ranks_mean_and_drop(suite_dir):
+    occ, ood = tables.load(suite_dir)
+    a, b, c, d = occ.rows
+    assert occ.cell(a, "acc_pi6", "L0") == 75.0 and occ.cell(b, "acc_pi6", "L0") == 50.0
+    assert occ.cell(c, "amodal_iou", "L0") == tables.NA and occ.cell(c, "top1", "L1") == tables.NA
+    assert occ.cell(d, "acc_pi6", "L0") == tables.MISSING
+    assert occ.cell(a, "acc_pi6", tables.DROP) == pytest.approx(-25.0)
+    assert tables.ranks(occ, "acc_pi6", "L0") == {"a": 1, "b": 2}
+    assert tables.ranks(occ, "acc_pi6", "L1") == {"a": 1, "b": 1, "c": 2}  # a tie shares the best rank
+    assert tables.ranks(occ, "acc_pi6", tables.DROP) == {}
+    # mean pools samples: (4 x 75 % + 2 x 50 %) / 6 for a, not the mean of the two percentages
+    assert ood.columns() == ["iid", "shape", "pose", "mean", "drop"]
+    assert ood.cell(ood.rows[0], "acc_pi6", "mean") == pytest.approx(100 * 4 / 6)
+    assert ood.cell(ood.rows[0], "acc_pi6", tables.DROP) == pytest.approx(100 * 4 / 6 - 75.0)
+    assert ood.cell(ood.rows[1], "acc_pi6", tables.DROP) == pytest.approx(50.0 - 25.0)
+
+
+def test_lower_is_better_ranks(suite_dir):
+    occ, _ = tables.load(suite_dir)
+    # median errors (deg): a 2.5, b 26, c 50 -> lower is better
+    assert tables.ranks(occ, "median_err_deg", "L0") == {"a": 1, "b": 2}
+
+
+def test_markdown_and_latex(suite_dir):
+    occ, ood = tables.load(suite_dir)
+    md = tables.to_markdown(occ)
+    assert "| A | **75.0** | **50.0** | −25.0 |" in md
+    assert "| B | <ins>50.0</ins> | **50.0** | +0.0 |" in md
+    assert "| C | 25.0 | <ins>25.0</ins> | +0.0 |" in md
+    assert "| D | – | – | – |" in md
+    assert "| C | × | × | × |" in md  # no amodal output: the IoU block
+    tex = tables.to_latex(occ)
+    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){2-4}", r"\multicolumn{3}{c}",
+                  r"\textbf{75.0}", r"\underline{50.0}", r"$\times$", "$-$25.0"):
+        assert token in tex
+    assert tex.count(r"\\") == 2 + 4  # two header lines, four model rows
+    stacked = tables.to_latex(ood)
+    assert stacked.count(r"\midrule") == 1 and r"$\Delta$" in stacked and "mean" in stacked
+
+
+def test_csv_is_the_canonical_long_form(suite_dir):
+    text = tables.to_csv(tables.load(suite_dir))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["model", "benchmark", "condition", "metric", "value"]
+    found = {(r["model"], r["benchmark"], r["condition"], r["metric"]): float(r["value"]) for r in rows}
+    assert found[("a", "occluded-pascal3d", "L0", "acc_pi6")] == 75.0
+    assert found[("a", "occluded-pascal3d", "L0", "median_err_deg")] == 2.5
+    assert found[("a", "oodcv", "mean", "acc_pi6")] == pytest.approx(66.6667, abs=1e-4)
+    assert ("c", "occluded-pascal3d", "L0", "amodal_iou") not in found  # no capability, no line
+    assert not any(k[0] == "d" for k in found)
+    assert {r["metric"] for r in rows} <= set(tables.CSV_METRICS)
+
+
+def test_html_and_cli(suite_dir, capsys):
+    page = tables.to_html(tables.load(suite_dir))
+    assert "<b>75.0</b>" in page and "<u>50.0</u>" in page and 'colspan="3"' in page
+    assert main(["table", str(suite_dir), "--format", "csv", "--table", "ood"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model,benchmark,condition,metric,value\n") and "occluded" not in out
+    assert main(["table", str(suite_dir.parent), "--format", "md"]) == 2
+    assert "no index.json" in capsys.readouterr().err
