@@ -6,9 +6,9 @@ a torchrun subprocess too (with ``tests/`` on ``PYTHONPATH``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -279,6 +279,10 @@ def build_suite(raw: dict[str, Any]) -> Suite:
     from ntdmbench.models.registry import MODELS
 
     name = str(raw.get("name", "suite"))
+    unknown = set(raw) - SUITE_KEYS
+    if unknown:
+        raise SuiteError(f"suite {name}: unknown key(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(SUITE_KEYS))})")
     register = {str(k): str(v) for k, v in _mapping(raw.get("register"), f"suite {name}: register").items()}
     for model_name, target in register.items():
         if model_name not in MODELS:
