@@ -49,6 +49,16 @@ class FeatureBank(nn.Module):
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.n_vertices, self.n_clutter, self.momentum = n_vertices, n_clutter, momentum
 
+    @classmethod
+    def from_memory(cls, memory: torch.Tensor, n_vertices: int, momentum: float = 0.9, pointer: int = 0) -> FeatureBank:
+        """A bank holding ``memory`` ``(n_vertices + n_clutter, C)`` as given (a checkpoint's, NeMo's included)."""
+        if not 0 < n_vertices <= len(memory):
+            raise ValueError(f"bank memory has {len(memory)} rows, cannot hold {n_vertices} vertices")
+        bank = cls(n_vertices, memory.shape[1], len(memory) - n_vertices, momentum)
+        bank.memory.copy_(memory)
+        bank.pointer.fill_(pointer)
+        return bank
+
     @property
     def vertices(self) -> torch.Tensor:
         return self.memory[:self.n_vertices]

@@ -1,0 +1,275 @@
+"""NeMo (Wang, Kortylewski, Yuille, ICLR 2021) as a registered predictor: ``nemo``.
+
+One category model per trained category (network + cuboid meshes + feature banks), all in one
+checkpoint. ``predict`` runs every category model on every crop (render-and-compare, §5.4 of
+``shared/reference/datasets-and-conventions.md``) and reports:
+
+- ``class_scores``: ``1 - final loss`` per category model; ``category`` is the best, i.e. NeMo's
+  classification by the lowest final loss (§5.6).
+- the pose (``azimuth, elevation, theta, distance``) and ``inmodal_mask`` from the model of the
+  sample's **ground-truth** category, because NeMo's protocol counts the pose under the true class
+  (``input_spec.needs_category``); when the model has no such category (e.g. an unseen one) they come
+  from the best-scoring model. ``extra["pose_category"]`` names the model used and
+  ``extra["pose_of_predicted"]`` holds the predicted class's (azimuth, elevation, theta) when it differs.
+- ``inmodal_mask``: foreground where the best vertex similarity ``max_v <f, bank_v>`` exceeds the clutter
+  score, inside the fitted cuboid's silhouette, upsampled x8 nearest to the crop. NeMo's own IoU
+  evaluation instead thresholds the similarity at 0.8 inside the *ground-truth* amodal mask, which a
+  predictor cannot see; the clutter score is the model's own fg/bg decision, and the predicted
+  silhouette stands in for the amodal mask.
+
+Defaults are the paper's settings (ResNet50 ResNetExt, 800 epochs, batch 108 with 10-step gradient
+accumulation, 144 starting poses, 300 steps). The ``quick`` preset (4 categories, 192 training images,
+2 CPU cores) uses::
+
+    --model-args backbone_depth=18,epochs=12,batch_size=16,lr=1e-3,accumulate=1,max_group=64,mesh_vertices=400,n_azimuth=8,n_elevation=2,n_theta=1,steps=30
+
+Checkpoints: ``ntdmbench train`` writes this project's format (meshes included). ``load`` also accepts
+NeMo's official per-category checkpoints (``official.py``), or a folder of them; those need
+``mesh_root`` (NeMo's ``CAD_single``/``CAD_multi`` folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ntdmbench.baselines.nemo import training
+from ntdmbench.baselines.nemo.category import CategoryModel, category_cuboids
+from ntdmbench.baselines.nemo.inference import (
+    InferenceSettings,
+    StartCache,
+    fit_category,
+)
+from ntdmbench.baselines.nemo.official import is_official, load_official
+from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
+from ntdmbench.models.inputs import image_batch
+from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec, sha256_file
+
+FORMAT = "ntdmbench-nemo-1"
+DEFAULT_FOCAL_PX = 3000.0  # NeMo's crops: focal 1 x viewport 3000
+
+
+@dataclass
+class NeMoPredictor(BasePredictor):
+    name = "nemo"
+    capabilities = frozenset({Capability.POSE, Capability.CLASS})
+    input_spec = InputSpec(needs_category=True)
+    paper = "NeMo: Neural Mesh Models of Contrastive Features for Robust 3D Pose Estimation (ICLR 2021)"
+
+    # network and meshes
+    backbone_depth: int = 50
+    feature_dim: int = 128
+    backbone_weights: str | None = None  # a local torchvision ResNet state dict; None trains from scratch
+    mesh_mode: str = "single"  # "single" | "multi" cuboid(s)
+    mesh_vertices: int = 1000
+    # training (TrainNeMo.py)
+    epochs: int = 800
+    batch_size: int = 108
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    accumulate: int = 10
+    bank_momentum: float = 0.9
+    temperature: float = 0.07
+    clutter_weight: float = 5e-3
+    clutter_reg: float = 0.1
+    near_px: float = 48.0  # exclusion radius in pixels at viewport 3000, scaled with the crop's focal length
+    num_noise: int = 5
+    max_group: int = 512  # clutter FIFO rows = num_noise * max_group
+    noise_outside_box: bool = True
+    # inference (MeshPoseSolveAll.py)
+    n_azimuth: int = 12
+    n_elevation: int = 4
+    n_theta: int = 3
+    steps: int = 300
+    pose_lr: float = 0.05
+    pose_beta1: float = 0.4
+    pose_beta2: float = 0.6
+    pose_gamma: float = 0.2
+    init_distance: float = 5.0
+    use_clutter: bool = True  # False: loss_fg_only
+    focal_px: float | None = None  # None: the sample's focal x viewport, else 3000
+    # official checkpoints
+    mesh_root: str | None = None
+    category: str | None = None  # for an official checkpoint that does not name its category
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # --model-args YAML reads "1e-3" as a string
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, (str, int)) and not isinstance(value, bool):
+                try:
+                    setattr(self, f.name, float(value))
+                except ValueError:
+                    raise ValueError(f"nemo: {f.name}={value!r} is not a number") from None
+        if self.mesh_mode not in ("single", "multi"):
+            raise ValueError(f"mesh_mode must be 'single' or 'multi', got {self.mesh_mode!r}")
+        for key in ("epochs", "batch_size", "accumulate", "steps", "mesh_vertices", "num_noise", "max_group"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        self.models: dict[str, CategoryModel] = {}  # plain attributes, not config fields
+        self.trained: dict[str, dict[str, Any]] = {}
+        self._cache = StartCache()
+
+    # ------------------------------------------------------------------ training
+    def _train_settings(self) -> training.TrainSettings:
+        return training.TrainSettings(self.epochs, self.batch_size, self.lr, self.weight_decay, self.accumulate,
+                                      self.temperature, self.clutter_weight, self.clutter_reg, self.near_px,
+                                      self.num_noise, self.noise_outside_box)
+
+    def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str = "cpu",
+            seed: int = 0, progress: bool = True) -> None:
+        """Train one category model per category on ``dataset`` (CAD models from ``{dataset.root}/CAD``)."""
+        from tqdm.auto import tqdm
+
+        root = getattr(dataset, "root", None)
+        cad_root = Path(root) / "CAD" if root is not None else None
+        if cad_root is None or not cad_root.is_dir():
+            raise DataError(f"{cad_root or dataset.name}: NeMo training needs the CAD folder {{root}}/CAD")
+        settings = self._train_settings()
+        fingerprint = {k: v for k, v in self.config().items() if k != "device"}
+        state = resume.load() if resume is not None else None
+        if state is not None and state.get("settings") != fingerprint:
+            raise ValueError(f"{resume.path}: written with other settings; delete it or train with the same --model-args")
+        finished: dict[str, Any] = dict(state["finished"]) if state else {}
+        current = state.get("current") if state else None
+        ids = ids_by_category(dataset, categories)
+        self.models, self.trained = {}, {}
+        for category in categories:
+            if category in finished:
+                self.models[category] = CategoryModel.rebuild(finished[category]["model"])
+                self.trained[category] = finished[category]["summary"]
+                continue
+            index = CATEGORIES.index(category) if category in CATEGORIES else len(CATEGORIES)
+            seed_c = training.epoch_seed(seed, index, 0)
+            torch.manual_seed(seed_c)
+            model = CategoryModel(category_cuboids(cad_root, category, self.mesh_mode, self.mesh_vertices),
+                                  self.backbone_depth, self.feature_dim, self.num_noise * self.max_group,
+                                  self.bank_momentum, self.backbone_weights, torch.Generator().manual_seed(seed_c))
+            items = [training.prepare(dataset.load(i), model, self.input_spec, settings) for i in ids[category]]
+            start = current["state"] if current and current["category"] == category else None
+
+            def save(epoch_state: dict[str, Any], category: str = category) -> None:
+                if resume is not None:
+                    resume.save({"settings": fingerprint, "finished": finished,
+                                 "current": {"category": category, "state": epoch_state}})
+
+            per_epoch = len(training.epoch_batches(items, self.batch_size, torch.Generator().manual_seed(0)))
+            done = start["epoch"] if start else 0
+            with tqdm(total=(self.epochs - done) * per_epoch, desc=f"nemo {category}", unit="batch",
+                      disable=not progress) as bar:
+                summary = training.train_category(model, items, settings, seed=seed, category_index=index,
+                                                  start_state=start, save_state=save, bar=bar, device=device)
+            model.cpu()
+            self.models[category], self.trained[category] = model, summary
+            finished[category] = {"model": model.export(), "summary": summary}
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ inference
+    def _inference_settings(self) -> InferenceSettings:
+        return InferenceSettings(self.n_azimuth, self.n_elevation, self.n_theta, self.steps, self.pose_lr,
+                                 (self.pose_beta1, self.pose_beta2), self.pose_gamma, self.init_distance,
+                                 self.use_clutter)
+
+    def _focal(self, sample: Sample) -> float:
+        if self.focal_px is not None:
+            return float(self.focal_px)
+        if sample.pose is not None:  # intrinsics of the crop, not the pose itself
+            return float(sample.pose.focal * sample.pose.viewport)
+        return DEFAULT_FOCAL_PX
+
+    def _candidates(self, sample: Sample, category: str, n_meshes: int) -> list[int]:
+        """Meshes to try: the GT subtype's under the GT category in multi mode (NeMo's protocol), else all."""
+        if n_meshes > 1 and sample.category == category and sample.cad_index and 1 <= sample.cad_index <= n_meshes:
+            return [sample.cad_index - 1]
+        return list(range(n_meshes))
+
+    def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
+        if not self.models:
+            raise RuntimeError("nemo: no category model; train one or pass --checkpoint")
+        settings = self._inference_settings()
+        groups: dict[tuple, list[Sample]] = defaultdict(list)
+        for s in batch:
+            groups[(*s.load_image().shape[:2], self._focal(s))].append(s)
+        out: dict[str, Prediction] = {}
+        for (_, _, focal), samples in groups.items():
+            images = image_batch(samples, self.input_spec, self.device)[0]
+            fits = {}
+            for category, model in self.models.items():
+                model.to(self.device).eval()
+                candidates = [self._candidates(s, category, len(model.meshes)) for s in samples]
+                fits[category] = fit_category(model, images, candidates, focal, settings, self._cache, category)
+            for b, s in enumerate(samples):
+                scores = {c: float(1 - f.loss[b]) for c, f in fits.items()}
+                predicted = max(scores, key=scores.get)
+                pose_category = s.category if s.category in fits else predicted
+                f = fits[pose_category]
+                extra: dict[str, Any] = {"pose_category": pose_category, "mesh": int(f.mesh[b])}
+                if predicted != pose_category:
+                    p = fits[predicted]
+                    extra["pose_of_predicted"] = [float(p.azimuth[b]), float(p.elevation[b]), float(p.theta[b])]
+                out[s.id] = Prediction(
+                    id=s.id, category=predicted, class_scores=scores,
+                    azimuth=float(f.azimuth[b]), elevation=float(f.elevation[b]), theta=float(f.theta[b]),
+                    distance=float(f.distance[b]), inmodal_mask=f.inmodal[b].cpu().numpy(), extra=extra,
+                )
+        return [out[s.id] for s in batch]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "categories": {c: m.export() for c, m in self.models.items()},
+                "trained": self.trained}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != FORMAT:
+            raise DataError(f"nemo: checkpoint format {state.get('format')!r}, expected {FORMAT!r}")
+        self.models = {c: CategoryModel.rebuild(s).eval() for c, s in state["categories"].items()}
+        self.trained = dict(state.get("trained", {}))
+        self._adopt_architecture()
+
+    def _adopt_architecture(self) -> None:
+        """The loaded networks decide depth, feature size and mesh mode (so ``describe`` tells the truth)."""
+        first = next(iter(self.models.values()))
+        self.backbone_depth, self.feature_dim = first.depth, first.net.feature_dim
+        self.mesh_mode = "multi" if len(first.meshes) > 1 else "single"
+        self._cache.clear()
+
+    def load(self, path: str | Path) -> None:
+        """This project's checkpoint, an official NeMo checkpoint, or a folder of official ones (one per category)."""
+        path = Path(path)
+        files = sorted(path.glob("*.pth")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        models = {}
+        for f in files:
+            payload = torch.load(f, map_location="cpu", weights_only=False)
+            if is_official(payload):
+                category, model = load_official(payload, f, self.mesh_root, self.category, self.mesh_vertices,
+                                                self.bank_momentum)
+                models[category] = model
+            elif len(files) == 1 and isinstance(payload, dict) and payload.get("model") == self.name:
+                self.load_state_dict(payload["state"])
+                self.checkpoint_sha256 = sha256_file(f)
+                return
+            else:
+                raise DataError(f"{f}: neither an ntdmbench nemo checkpoint nor an official NeMo one")
+        self.models, self.trained = models, {}
+        self._adopt_architecture()
+        digests = [sha256_file(f) for f in files]
+        self.checkpoint_sha256 = digests[0] if len(files) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for m in self.models.values() for p in m.net.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["categories"] = {c: {"meshes": [len(mesh.vertices) for mesh in m.meshes], **self.trained.get(c, {})}
+                             for c, m in self.models.items()}
+        return out
