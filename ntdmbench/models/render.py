@@ -199,28 +199,18 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_features: torc
     return out.permute(0, 3, 1, 2)
 
 
-def sample_uv(texture: torch.Tensor, uv: torch.Tensor, mode: str = "bilinear", wrap_u: bool = False) -> torch.Tensor:
-    """``(B, C, H, W)``: texture maps ``(C, Ht, Wt)`` or ``(B, C, Ht, Wt)`` sampled at UV maps ``(B, 2, H, W)``
-    (u right, v up, in [0, 1]; ``align_corners=False``, border padding). ``wrap_u`` makes u periodic
-    (a polar UV map's seam): u is taken modulo 1 and texels at u = 0 and u = 1 blend with each other."""
-    u = uv[:, 0]
-    if wrap_u:
-        width = texture.shape[-1]
-        texture = torch.cat([texture[..., -1:], texture, texture[..., :1]], -1)
-        u = (torch.remainder(u, 1.0) * width + 1) / (width + 2)
-    maps = texture.expand(uv.shape[0], *texture.shape[-3:])
-    grid = torch.stack([u * 2 - 1, 1 - uv[:, 1] * 2], -1)
-    return torch.nn.functional.grid_sample(maps, grid.to(maps.dtype), mode=mode, padding_mode="border",
-                                           align_corners=False)
-
-
 def sample_texture(fragments: Fragments, face_uvs: torch.Tensor, uvs: torch.Tensor, texture: torch.Tensor,
-                   mode: str = "bilinear", wrap_u: bool = False) -> torch.Tensor:
+                   mode: str = "bilinear") -> torch.Tensor:
     """Feature maps ``(B, C, H, W)`` sampled from UV texture maps ``(C, Ht, Wt)`` or ``(B, C, Ht, Wt)``.
 
     ``uvs (T, 2)`` or ``(B, T, 2)`` are texture coordinates in [0, 1] (u right, v up, as OBJ and
     PyTorch3D), indexed per face corner by ``face_uvs (F, 3)``; ``align_corners=False``, border
-    padding (``wrap_u``: periodic in u, see ``sample_uv``); zero on the background.
+    padding; zero on the background.
     """
+    B, H, W = fragments.pix_to_face.shape
     uv = interpolate(fragments, face_uvs, uvs)  # (B, 2, H, W)
-    return sample_uv(texture, uv, mode, wrap_u) * fragments.silhouette.unsqueeze(1)
+    grid = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2], -1)
+    maps = texture.expand(B, *texture.shape[-3:])
+    sampled = torch.nn.functional.grid_sample(maps, grid.to(maps.dtype), mode=mode, padding_mode="border",
+                                              align_corners=False)
+    return sampled * fragments.silhouette.unsqueeze(1)
