@@ -44,6 +44,10 @@ def test_shipped_suites_resolve():
     t3 = load_suite("quick-table3").tables[0]
     assert t3.categories == ["sofa", "bus", "motorbike"] and len(t3.models) == 6
     assert {quick.rows[m].model for m in t3.models} == {"ntdm"}
+    # inference switches reuse the full model's training (same args); single alpha_b trains its own
+    same = [m for m in t3.models if quick.rows[m].args == quick.rows["ntdm"].args]
+    assert same == ["ntdm-full", "ntdm-wo-bg", "ntdm-fix-shape", "ntdm-random-init", "ntdm-average-init"]
+    assert len({str(quick.rows[m].eval_args) for m in t3.models}) == 5
     t2 = load_suite("table2").tables[0]
     assert list(t2.conditions) == ["iid", "shape", "pose", "texture", "context", "weather"] and t2.clean == "iid"
 
