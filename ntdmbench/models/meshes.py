@@ -330,25 +330,22 @@ def _sq_distance_matrix(points: torch.Tensor, tris: torch.Tensor) -> torch.Tenso
 
 def _nearest_by_candidates(p: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
     """Nearest face per point, measuring only the faces whose bounding spheres come nearest (a lower
-    bound on the distance): first k, then, for points not yet provably done, every face whose bound
-    is below the best distance found."""
+    bound on the distance): first k of them, then 8k for points not provably done, then all faces."""
     centre = t.mean(1)
     radius = (t - centre[:, None]).norm(dim=-1).amax(1)
     bound = (torch.cdist(p, centre) - radius).clamp(min=0)
-
-    def best_of(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    nearest = torch.empty(len(p), dtype=torch.long, device=p.device)
+    rows = torch.arange(len(p), device=p.device)
+    for n in (k, 8 * k):
+        if n >= t.shape[0] or len(rows) == 0:
+            break
         kth, cand = bound[rows].topk(n, dim=1, largest=False)
         c = t[cand]
         d, arg = _closest_point_sq_distance(p[rows, None], c[..., 0, :], c[..., 1, :], c[..., 2, :]).min(1)
-        return cand.gather(1, arg[:, None])[:, 0], d.sqrt(), kth[:, -1]
-
-    rows = torch.arange(len(p), device=p.device)
-    nearest, best, kth = best_of(rows, k)
-    unsure = best > kth
-    if unsure.any():
-        rows = rows[unsure]
-        n = int((bound[rows] <= best[unsure, None]).sum(1).max())
-        nearest[rows] = best_of(rows, n)[0]
+        nearest[rows] = cand.gather(1, arg[:, None])[:, 0]
+        rows = rows[d.sqrt() > kth[:, -1]]  # a face outside the candidates might still be nearer
+    if len(rows):
+        nearest[rows] = _sq_distance_matrix(p[rows], t).argmin(1)
     return nearest
 
 
