@@ -1,0 +1,170 @@
+"""NTDM's neural textures (paper §3.1-3.2, eq. 5): b view-specific q x q maps of d-dim features in the
+template's polar UV, the viewing coefficients alpha_b, rendering them on a deformed mesh, and the
+momentum (M-step) update from image features.
+
+- UV: ``u = atan2(y, x) / 2pi`` (periodic: bilinear sampling wraps across the seam), ``v = 1 - acos(z)
+  / pi`` (1 at the north pole) of the unit template vertex. Per-face-corner UVs unwrap faces
+  that straddle the seam (u past 1), and a pole corner takes the mean u of its face's other corners.
+- Viewing bins: the identity and rotations by ``angle`` (60 degrees) about the +-x, +-y, +-z axes of the
+  object frame: 7 bins, 60 degrees apart. ``alpha_b = softmax_b(T * d . R_b(n))`` with ``n`` the surface
+  normal and ``d`` the unit direction from the surface point *to* the camera (the paper's d points from
+  the camera; its sign is folded into T so that T > 0 favours the bin whose normal faces the camera).
+  One bin (Table 3's "single alpha_b") is the identity: a single map per mesh.
+- A rendered feature is ``normalize(sum_b alpha_b theta_b(u, v))``, zero off the object.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ntdmbench.models import meshes
+from ntdmbench.models.camera import Camera, camera_position
+from ntdmbench.models.render import interpolate, rasterize
+
+
+def polar_uv(template: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-face-corner polar UVs of a unit sphere: ``face_uvs (F, 3)`` indexing ``uvs (3F, 2)``."""
+    p = F.normalize(template.double(), dim=-1)
+    u = torch.remainder(torch.atan2(p[:, 1], p[:, 0]) / (2 * math.pi), 1.0)
+    v = 1 - torch.acos(p[:, 2].clamp(-1, 1)) / math.pi
+    cu, cv = u[faces], v[faces]  # (F, 3)
+    pole = (p[faces][..., :2].norm(dim=-1) < 1e-9)
+    cu = torch.where(pole, torch.nan, cu)
+    wrap = (cu.nan_to_num(0.5).amax(1, keepdim=True) - cu.nan_to_num(0.5).amin(1, keepdim=True)) > 0.5
+    cu = torch.where(wrap & (cu < 0.5), cu + 1, cu)
+    cu = torch.where(pole, cu.nansum(1, keepdim=True) / (~pole).sum(1, keepdim=True), cu)
+    uvs = torch.stack([cu, cv], -1).reshape(-1, 2).to(template.dtype)
+    return torch.arange(3 * len(faces), device=faces.device).reshape(-1, 3), uvs
+
+
+def sphere_uv(points: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` polar UV of points on (or projected onto) the unit template sphere."""
+    p = F.normalize(points, dim=-1)
+    return torch.stack([torch.remainder(torch.atan2(p[:, 1], p[:, 0]) / (2 * math.pi), 1.0),
+                        1 - torch.acos(p[:, 2].clamp(-1, 1)) / math.pi], -1)
+
+
+def _axis_rotation(axis: int, angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = [k for k in range(3) if k != axis]
+    R = torch.eye(3)
+    R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
+    return R
+
+
+def bin_rotations(n_bins: int = 7, angle_deg: float = 60.0) -> torch.Tensor:
+    """``(n_bins, 3, 3)``: the identity, then rotations by +-angle about x, y, z (at most 7 bins)."""
+    if not 1 <= n_bins <= 7:
+        raise ValueError(f"n_bins must be between 1 and 7, got {n_bins}")
+    angle = math.radians(angle_deg)
+    rotations = [torch.eye(3)] + [_axis_rotation(a, s * angle) for a in range(3) for s in (1, -1)]
+    return torch.stack(rotations[:n_bins])
+
+
+def view_coefficients(normals: torch.Tensor, to_camera: torch.Tensor, rotations: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Eq. 5: ``(..., b)`` softmax over bins of ``T * d . R_b(n)`` for unit normals and view directions ``(..., 3)``."""
+    rotated = torch.einsum("bij,...j->...bi", rotations.to(normals), normals)
+    return torch.softmax(temperature * (rotated * to_camera.unsqueeze(-2)).sum(-1), -1)
+
+
+def blend(values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``normalize(sum_b alpha_b theta_b)``: ``values (..., b, d)``, ``alpha (..., b)`` -> ``(..., d)``."""
+    return F.normalize((values * alpha.unsqueeze(-1)).sum(-2), dim=-1)
+
+
+def _corners(uv: torch.Tensor, q: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The 4 bilinear texels (flat index, weight) of UV points ``(..., 2)`` in a q x q map: texel (r, c)
+    is centred at ``u = (c + 0.5) / q``, ``v = 1 - (r + 0.5) / q``; periodic in u, clamped in v."""
+    x = torch.remainder(uv[..., 0], 1.0) * q - 0.5
+    y = ((1 - uv[..., 1]) * q - 0.5).clamp(0, q - 1)
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    fx, fy = x - x0, y - y0
+    out = []
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        cols = (x0.long() + dx) % q
+        rows = (y0.long() + dy).clamp(0, q - 1)
+        out.append((rows * q + cols, w))
+    return out
+
+
+class NeuralTexture(nn.Module):
+    """``maps (q, q, b, d)``: one category's unit-norm neural texture, channels last so a texel's b x d
+    features are one row of a table (a buffer: updated by momentum, not SGD)."""
+
+    def __init__(self, n_bins: int = 7, feature_dim: int = 128, size: int = 256,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if size < 2:
+            raise ValueError(f"texture size q must be >= 2, got {size}")
+        maps = torch.randn(size, size, n_bins, feature_dim, generator=generator)
+        self.register_buffer("maps", F.normalize(maps, dim=-1))
+
+    @property
+    def n_bins(self) -> int:
+        return self.maps.shape[2]
+
+    def lookup(self, uv: torch.Tensor, bins: int | None = None) -> torch.Tensor:
+        """``(..., b, d)``: bilinear texture values at UV points ``(..., 2)``, periodic in u; differentiable
+        in ``uv``. ``bins`` keeps only the first few bins."""
+        q = self.maps.shape[0]
+        table = self.maps.flatten(0, 1)[:, :bins]
+        return sum(table[index] * w[..., None, None] for index, w in _corners(uv, q))
+
+    @torch.no_grad()
+    def momentum_update(self, uv: torch.Tensor, alpha: torch.Tensor, features: torch.Tensor,
+                        momentum: float = 0.9) -> int:
+        """M-step: splat features ``(N, d)`` at UV points ``(N, 2)`` into their 4 nearest texels of each bin
+        (bilinear weights times ``alpha (N, b)``); each touched texel becomes ``normalize(m * theta + (1 -
+        m) * weighted mean)``. Returns the number of (texel, bin) features updated."""
+        q, _, b, d = self.maps.shape
+        rows, cols, vals = [], [], []
+        for index, w in _corners(uv, q):
+            rows.append((index[:, None] * b + torch.arange(b, device=uv.device)).reshape(-1))
+            cols.append(torch.arange(len(uv), device=uv.device).repeat_interleave(b))
+            vals.append((w[:, None] * alpha).reshape(-1))
+        rows, cols, vals = torch.cat(rows), torch.cat(cols), torch.cat(vals).to(features.dtype)
+        splat = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (q * q * b, len(uv)), check_invariants=False)
+        sums = torch.sparse.mm(splat, features)
+        weights = torch.zeros(q * q * b, dtype=features.dtype, device=features.device).index_add_(0, rows, vals)
+        touched = weights > 1e-6
+        flat = self.maps.reshape(q * q * b, d)
+        mean = sums[touched] / weights[touched, None]
+        flat[touched] = F.normalize(momentum * flat[touched] + (1 - momentum) * mean, dim=-1)
+        return int(touched.sum())
+
+
+class SurfaceFragments:
+    """Per-pixel surface attributes of rasterised deformed template meshes, all ``(B, h, w, ...)``-shaped:
+    coverage, polar UV, unit normal, direction to the camera and the point on the unit template."""
+
+    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor, uvs: torch.Tensor,
+                 template: torch.Tensor, camera: Camera, size: tuple[int, int]):
+        frags = rasterize(vertices, faces, camera, size)
+        self.fragments = frags
+        self.mask = frags.silhouette
+        batch = vertices.shape[0] if vertices.ndim == 3 else len(camera)
+        normals = meshes.vertex_normals(vertices, faces)
+        if normals.ndim == 2:
+            normals = normals.expand(batch, -1, -1)
+        attrs = torch.cat([normals, vertices.expand(batch, -1, -1)], -1)
+        per_pixel = interpolate(frags, faces, attrs).permute(0, 2, 3, 1)
+        self.uv = interpolate(frags, face_uvs, uvs).permute(0, 2, 3, 1)  # (B, h, w, 2)
+        self.normals = F.normalize(per_pixel[..., :3], dim=-1)
+        centre = camera_position(camera.azimuth, camera.elevation, camera.distance).to(vertices.dtype)
+        self.to_camera = F.normalize(centre[:, None, None, :] - per_pixel[..., 3:], dim=-1)
+        self.template_point = interpolate(frags, faces, template).permute(0, 2, 3, 1)
+
+
+def render_features(texture: NeuralTexture, surface: SurfaceFragments, rotations: torch.Tensor,
+                    temperature: float, bins: int | None = None) -> torch.Tensor:
+    """``(B, d, h, w)`` rendered neural features: alpha-blended view-specific texture values (the first
+    ``bins`` bins, with their rotations), zero off the mesh."""
+    values = texture.lookup(surface.uv, bins)  # (B, h, w, b, d)
+    alpha = view_coefficients(surface.normals, surface.to_camera, rotations[:values.shape[-2]], temperature)
+    out = blend(values, alpha) * surface.mask[..., None]
+    return out.permute(0, 3, 1, 2)
