@@ -113,7 +113,7 @@ def test_fit_category_searches_refines_and_masks():
 
 # ---------------------------------------------------------------------- training and checkpoints
 
-TINY = {"backbone_depth": 18, "epochs": 2, "batch_size": 2, "lr": 1e-3, "accumulate": 1, "max_group": 4,
+TINY = {"checkpoint_every_s": 0, "backbone_depth": 18, "epochs": 2, "batch_size": 2, "lr": 1e-3, "accumulate": 1, "max_group": 4,
         "mesh_vertices": 100, "n_azimuth": 4, "n_elevation": 1, "n_theta": 1, "steps": 4}
 
 
@@ -188,3 +188,32 @@ def test_bad_settings_are_one_line_errors():
     with pytest.raises(ValueError, match="lr='fast'"):
         build_model("nemo", lr="fast")
     assert build_model("nemo", lr="1e-3").lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
+
+
+def test_mirrored_crop_is_the_image_of_the_mirrored_pose():
+    from ntdmbench.baselines.nemo.training import mirror
+    from ntdmbench.datasets.records import Pose, Sample
+    from ntdmbench.models.camera import project
+
+    image = np.random.default_rng(0).integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    s = Sample(id="car/x", category="car", image=image, bbox=(2.0, 3.0, 10.0, 12.0),
+               pose=Pose(1.1, 0.3, 0.1, 5.0, (12.0, 8.0), 1.0, 100.0))
+    m = mirror(s)
+    assert np.array_equal(m.load_image(), image[:, ::-1]) and m.bbox == (14.0, 3.0, 22.0, 12.0)
+    v = torch.randn(6, 3, dtype=torch.float64) * 0.3
+    p = project(v, *s.pose.angles(), 5.0, torch.tensor(s.pose.principal), 1.0, 100.0)
+    q = project(v * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64), *m.pose.angles(), 5.0,
+                torch.tensor(m.pose.principal), 1.0, 100.0)  # the mirror image of each point
+    assert torch.allclose(q[:, 0], 24 - p[:, 0]) and torch.allclose(q[:, 1], p[:, 1])
+
+
+def test_score_renderer_equals_the_dot_with_the_rendered_feature_map():
+    model = smooth_model()
+    r = renderer(model)
+    feats = F.normalize(torch.randn(3, 32, *r.map_size), dim=1)
+    poses = GT.T
+    d = torch.full((3,), 5.0)
+    similarity = torch.einsum("bchw,vc->bvhw", feats, model.banks[0].vertices)
+    direct = rc.object_score(r(*poses, d), feats)
+    assert torch.allclose(r.scorer(similarity)(*poses, d), direct, atol=1e-5)
+    assert direct.abs().sum() > 0

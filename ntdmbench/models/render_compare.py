@@ -26,7 +26,9 @@ import torch
 from ntdmbench.models.camera import camera_position, position_to_angles
 
 Renderer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``render(azimuth, elevation, theta, distance)`` with ``(N,)`` tensors -> feature maps ``(N, C, h, w)``."""
+"""``render(azimuth, elevation, theta, distance)`` with ``(N,)`` tensors -> feature maps ``(N, C, h, w)``, or
+directly the object scores ``(N, h, w)`` (a renderer may dot the image features with its vertex features
+first and interpolate scalars, which is the same number and much cheaper)."""
 
 ELEVATION_RANGE = (-math.pi / 6, math.pi / 3)
 THETA_RANGE = (-math.pi / 6, math.pi / 6)
@@ -95,8 +97,9 @@ def loss_fg_only(obj_score: torch.Tensor, valid: torch.Tensor | None = None) -> 
 
 def compare_loss(rendered: torch.Tensor, features: torch.Tensor, clut_score: torch.Tensor | None,
                  valid: torch.Tensor | None = None) -> torch.Tensor:
-    """``loss_fg_bg`` of rendered maps against image features (``loss_fg_only`` when ``clut_score`` is None)."""
-    score = object_score(rendered, features)
+    """``loss_fg_bg`` of rendered maps against image features (``loss_fg_only`` when ``clut_score`` is None);
+    ``rendered`` may also be object scores already (one dimension fewer than ``features``)."""
+    score = rendered if rendered.ndim == features.ndim - 1 else object_score(rendered, features)
     return loss_fg_only(score, valid) if clut_score is None else loss_fg_bg(score, clut_score, valid)
 
 

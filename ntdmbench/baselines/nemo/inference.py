@@ -64,6 +64,20 @@ class MeshRenderer:
     def __call__(self, a: torch.Tensor, e: torch.Tensor, th: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return interpolate(self.fragments(a, e, th, d), self.faces, self.features)
 
+    def scorer(self, similarity: torch.Tensor):
+        """A renderer of object scores ``(B, h, w)`` for B images whose per-pixel similarity to every vertex
+        feature is ``similarity`` ``(B, V, h, w)``: barycentric interpolation of scalars instead of C-vectors
+        (the dot product is linear, so this equals ``object_score(self(...), features)``)."""
+        B, V, h, w = similarity.shape
+        table = similarity.reshape(B, V, h * w)
+
+        def render(a: torch.Tensor, e: torch.Tensor, th: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            frags = self.fragments(a, e, th, d)
+            corners = self.faces[frags.pix_to_face.clamp(min=0)].reshape(B, h * w, 3).transpose(1, 2)
+            picked = table.gather(1, corners)  # (B, 3, hw): similarity of each corner vertex at its pixel
+            return (picked * frags.bary.reshape(B, h * w, 3).transpose(1, 2)).sum(1).view(B, h, w)
+        return render
+
 
 class StartCache:
     """Rasterised starting grids keyed by (category, mesh, map size, principal, focal, grid): the grid's
@@ -123,13 +137,13 @@ def fit_category(model: CategoryModel, images: torch.Tensor, candidates: Sequenc
             index, _ = rc.best_start(start_maps, feats, clut)
             start = poses[index]
         with stage("optimisation"):
-            fit = rc.optimise_pose(renderer, feats, clut, start[:, 0], start[:, 1], start[:, 2],
+            similarity = torch.einsum("bchw,vc->bvhw", feats, bank.vertices)
+            fit = rc.optimise_pose(renderer.scorer(similarity), feats, clut, start[:, 0], start[:, 1], start[:, 2],
                                    torch.full((len(rows),), settings.init_distance, device=device),
                                    settings.steps, settings.lr, settings.betas, settings.gamma)
         with stage("scoring"), torch.no_grad():
             silhouette = renderer.fragments(fit.azimuth, fit.elevation, fit.theta, fit.distance).silhouette
-            vertex_sim = torch.einsum("bchw,vc->bvhw", feats, bank.vertices).amax(1)
-            inmodal = upsample_mask(silhouette & (vertex_sim > clutter[k][rows]), (H, W))
+            inmodal = upsample_mask(silhouette & (similarity.amax(1) > clutter[k][rows]), (H, W))
             for i, b in enumerate(rows):
                 if fit.loss[i] < best.loss[b]:
                     best.loss[b], best.mesh[b], best.inmodal[b] = fit.loss[i], k, inmodal[i]
