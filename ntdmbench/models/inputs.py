@@ -24,7 +24,7 @@ def image_batch(samples: Sequence[Sample], spec: InputSpec, device: str | torch.
     std = torch.tensor(spec.std, device=device).view(3, 1, 1)
     images, sizes = [], []
     for s in samples:
-        arr = np.ascontiguousarray(s.load_image())
+        arr = np.array(s.load_image(), dtype=np.uint8)  # a writable copy: decoded images may be read-only
         x = torch.from_numpy(arr).to(device).permute(2, 0, 1).float().div_(255)
         sizes.append(tuple(x.shape[-2:]))
         if spec.image_size is not None:
