@@ -18,14 +18,13 @@ checkpoint. ``predict`` runs every category model on every crop (render-and-comp
   silhouette stands in for the amodal mask.
 
 Defaults are the paper's settings (ResNet50 ResNetExt, 800 epochs, batch 108 with 10-step gradient
-accumulation, no augmentation, 144 starting poses, 300 steps at lr 0.05). The ``quick`` preset (4
+accumulation, 144 starting poses, 300 steps at lr 0.05). The ``quick`` preset (4
 categories x 48 training crops, 2 CPU cores, about 3 minutes of training) uses::
 
-    --model-args backbone_depth=18,epochs=12,batch_size=16,lr=1e-3,accumulate=1,max_group=64,mesh_vertices=400,augment=true,steps=40,pose_lr=0.1
+    --model-args backbone_depth=18,epochs=12,batch_size=16,lr=1e-3,accumulate=1,max_group=64,mesh_vertices=400,steps=40,pose_lr=0.1
 
 i.e. ResNet18, 12 epochs at a 10x higher lr without accumulation, a 320-row clutter FIFO, ~400-vertex
-cuboids (the crops are 4x smaller than NeMo's), mirrored crops + colour jitter (from-scratch training
-on 48 crops memorises textures otherwise), the full 144-pose grid (cheap: pre-rendered) and 40 steps
+cuboids (the crops are 4x smaller than NeMo's), the full 144-pose grid (cheap: pre-rendered) and 40 steps
 at lr 0.1 (the decay stays every steps // 3, so the pose can still travel about 18 degrees).
 
 Checkpoints: ``ntdmbench train`` writes this project's format (meshes included). ``load`` also accepts
@@ -90,7 +89,6 @@ class NeMoPredictor(BasePredictor):
     num_noise: int = 5
     max_group: int = 512  # clutter FIFO rows = num_noise * max_group
     noise_outside_box: bool = True
-    augment: bool = False  # not in NeMo: mirrored crops + colour jitter (helps from-scratch training on little data)
     checkpoint_every_s: float = 60.0  # at most one resumable-state save per this many seconds (and per category end)
     # inference (MeshPoseSolveAll.py)
     n_azimuth: int = 12
@@ -130,7 +128,7 @@ class NeMoPredictor(BasePredictor):
     def _train_settings(self) -> training.TrainSettings:
         return training.TrainSettings(self.epochs, self.batch_size, self.lr, self.weight_decay, self.accumulate,
                                       self.temperature, self.clutter_weight, self.clutter_reg, self.near_px,
-                                      self.num_noise, self.noise_outside_box, self.augment)
+                                      self.num_noise, self.noise_outside_box)
 
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str = "cpu",
             seed: int = 0, progress: bool = True) -> None:

@@ -3,8 +3,7 @@
 Per batch of crops with known poses: image features at the projected visible cuboid vertices are
 pulled towards their own bank row and pushed from the other vertices (except those within the
 exclusion radius) and, down-weighted, from the clutter rows; then the bank takes a momentum step and
-the clutter features enter its FIFO. With ``augment`` (off by default; NeMo trains without it) each
-crop is used as is or mirrored (``mirror``) with even odds, and colours are jittered. Adam with weight decay; the gradient is accumulated over
+the clutter features enter its FIFO. Adam with weight decay; the gradient is accumulated over
 ``accumulate`` batches before each step (NeMo: 10). In "multi" mode each batch holds images of one CAD
 subtype and trains that subtype's bank, as NeMo's per-subtype data loaders do.
 
@@ -14,13 +13,10 @@ draws), so a run resumed after epoch k ends with the same weights as an uninterr
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ntdmbench.baselines.nemo.category import CategoryModel
@@ -46,7 +42,6 @@ class TrainSettings:
     near_px: float  # exclusion radius in pixels at viewport 3000 (scaled by focal_px / 3000)
     num_noise: int
     noise_outside_box: bool
-    augment: bool = False  # not NeMo's: mirrored copies and colour jitter, for training from scratch on little data
 
 
 @dataclass
@@ -59,7 +54,6 @@ class Prepared:
     allowed: torch.Tensor  # (h, w) bool: cells clutter may be drawn from
     near_px: float
     mesh: int
-    mirrored: Prepared | None = None  # the horizontally flipped crop (augment only)
 
 
 def mesh_index(sample: Sample, n_meshes: int) -> int:
@@ -91,32 +85,7 @@ def prepare(sample: Sample, model: CategoryModel, spec: InputSpec, settings: Tra
         inside = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
         allowed &= ~inside
     near_px = settings.near_px * float(camera.focal_px[0]) / 3000.0
-    mirrored = prepare(mirror(sample), model, spec, replace(settings, augment=False)) if settings.augment else None
-    return Prepared(image, points[0], visible[0], allowed, near_px, k, mirrored)
-
-
-def mirror(sample: Sample) -> Sample:
-    """The crop flipped left-right, as an image of the (left-right symmetric) object under the mirrored
-    pose: the CAD x axis flips, so the camera goes to azimuth -a and theta to -theta; the principal point
-    and the box mirror about the crop's vertical centre line."""
-    image = np.ascontiguousarray(sample.load_image()[:, ::-1])
-    W = image.shape[1]
-    pose = sample.pose
-    principal = None if pose.principal is None else (W - pose.principal[0], pose.principal[1])
-    bbox = None if sample.bbox is None else (W - sample.bbox[2], sample.bbox[1], W - sample.bbox[0], sample.bbox[3])
-    return dataclasses.replace(sample, image=image, image_path=None, bbox=bbox,
-                               pose=dataclasses.replace(pose, azimuth=(-pose.azimuth) % (2 * math.pi),
-                                                        theta=-pose.theta, principal=principal))
-
-
-def colour_jitter(images: torch.Tensor) -> torch.Tensor:
-    """Per-image random channel order, gain and offset on normalised images ``(B, 3, H, W)``."""
-    B = images.shape[0]
-    order = torch.stack([torch.randperm(3) for _ in range(B)])
-    gain = torch.empty(B, 3, 1, 1).uniform_(0.7, 1.3)
-    offset = torch.empty(B, 3, 1, 1).uniform_(-0.3, 0.3)
-    shuffled = images.gather(1, order[:, :, None, None].expand_as(images).to(images.device))
-    return shuffled * gain.to(images.device) + offset.to(images.device)
+    return Prepared(image, points[0], visible[0], allowed, near_px, k)
 
 
 def _stack(items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,12 +145,7 @@ def train_category(model: CategoryModel, items: Sequence[Prepared], settings: Tr
         optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(batches):
             chosen = [items[j] for j in batch]
-            if settings.augment:
-                flips = torch.rand(len(chosen), generator=generator) < 0.5
-                chosen = [p.mirrored if flip else p for p, flip in zip(chosen, flips.tolist())]
             images, points, visible, allowed = (t.to(device) for t in _stack(chosen))
-            if settings.augment:
-                images = colour_jitter(images)
             bank = model.banks[chosen[0].mesh]
             features = model.net(images)
             h, w = features.shape[-2:]
