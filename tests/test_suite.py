@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from ntdmbench.benchmark.cli import main
+from ntdmbench.benchmark.distributed import Dist
 from ntdmbench.benchmark.store import read_jsonl
-from ntdmbench.benchmark.suite import SuiteError, load_suite, suite_names
+from ntdmbench.benchmark.suite import SuiteError, ensure_data, load_suite, suite_names
 from ntdmbench.reports import tables
 
 PAPER_MODELS = {"resnet50-pose", "starmap", "nemo", "bayesian-amodal", "resnet50-class", "mt-maskrcnn", "ntdm"}
@@ -120,3 +121,5 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert "2 checkpoint(s), 1 cached, 1 job(s)" in err  # only the ghost is tried again
     assert checkpoints[0].stat().st_mtime_ns == stamp
     assert [s.stat().st_size for s in shards] == sizes
+    with pytest.raises(SuiteError, match="another synthetic benchmark than preset 'quick'"):
+        ensure_data(load_suite("quick"), tmp_path / "data", Dist(), print)  # never mixes presets

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -363,13 +364,13 @@ def ensure_data(suite: Suite, root: Path | None, dist: Dist, log) -> float:
     meta = root / "synthetic.json"
     if dist.is_main:
         if meta.is_file():
-            preset = json.loads(meta.read_text()).get("preset", {})
             from ntdmbench.datasets.synthetic.generate import PRESETS
 
-            if tuple(preset.get("categories", ())) != PRESETS[suite.synthetic].categories or \
-                    preset.get("train") != PRESETS[suite.synthetic].train:
-                raise SuiteError(f"--root {root}: holds another synthetic preset than {suite.synthetic!r}; "
-                                 f"give another --root")
+            found = json.loads(meta.read_text())
+            wanted = json.loads(json.dumps(dataclasses.asdict(PRESETS[suite.synthetic])))
+            if found.get("preset") != wanted or found.get("seed") != suite.data_seed:
+                raise SuiteError(f"--root {root}: holds another synthetic benchmark than preset "
+                                 f"{suite.synthetic!r} with seed {suite.data_seed}; give another --root")
             log(f"data: synthetic preset {suite.synthetic!r} already in {root}")
         elif root.exists() and any(root.iterdir()):
             raise SuiteError(f"--root {root}: not empty and not a synthetic benchmark (no synthetic.json); "
