@@ -1,0 +1,472 @@
+"""StarMap (Zhou et al., ECCV 2018): category-agnostic keypoints and viewpoint by similarity alignment.
+
+A stacked hourglass (``xingyizhou/StarMap`` ``-arch hg -task starembdep``) maps a square crop around
+the object to five channels at a quarter of the input resolution: the StarMap (one heatmap whose
+peaks are all keypoints of any category), three canonical-view features (the keypoint's 3D location
+in the CAD frame) and a depth (the keypoint's depth relative to the object centre, in units of the
+crop side). The viewpoint comes from the heatmap's 3x3-NMS peaks above 0.05: each peak's canonical
+point is aligned to the peak lifted by its depth with Horn's weighted similarity transform (weights:
+peak scores, ``horn``), whose rotation is the camera rotation.
+
+Adapted to this benchmark (reference §8.1 is the original):
+
+- Keypoints: PASCAL3D+'s semantic keypoints are not in the NeMo-format data, but the CAD models and
+  exact poses are. Per category, ``keypoints`` 3D anchors are farthest-point samples of the pooled
+  vertices of all ``CAD/{cate}/NN.off`` models, and each CAD model's keypoints are its vertices
+  nearest the anchors (so they roughly correspond across models, as semantic keypoints do). They are
+  projected with the sample's camera; a z-buffer test (and the occluder mask, where a sample has one)
+  decides visibility. The canonical feature is the keypoint's CAD coordinate (StarMap uses the CAD
+  model's keypoint coordinates, ``space_embedding``).
+- Crop: StarMap's rule on the sample's box (centre of the box, side ``1.5 max(w, h)`` capped at the
+  image's larger side); without a box, the whole image. Training augmentation as StarMap: scale
+  ``2^N(0, 0.25)`` clipped at 2 sigma, a vertical shift (``aug_shift`` of the side), rotation
+  ``N(0, 30 deg)`` with probability 0.4 and horizontal flips (negating the canonical x).
+- Loss as StarMap: mean squared error over the five channels, the heatmap everywhere, the
+  features and depth only at the keypoint pixels with weight ``res^2 * reg_weight``; summed over stacks.
+- Output: azimuth, elevation and theta; the distance is not estimated (NaN). Test-time flip averaging
+  as StarMap's test mode.
+
+Quick settings for CPU runs make the hourglass smaller (stacks, features, modules, depth, input size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ntdmbench.baselines.horn import horn_similarity
+from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.datasets.records import DataError, Prediction, Sample
+from ntdmbench.models.camera import Camera, angles_from_rotation
+from ntdmbench.models.meshes import Mesh, read_off
+from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
+
+CHANNELS = 5  # StarMap heatmap, canonical x, y, z, depth
+
+
+# --- the network (StarMap lib/models/hg.py, Newell et al.'s stacked hourglass) ---------------------
+
+
+class Residual(nn.Module):
+    """Pre-activation bottleneck: BN-ReLU-conv1x1 (out/2), BN-ReLU-conv3x3, BN-ReLU-conv1x1 (out)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        mid = cout // 2
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, mid, 1),
+            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, padding=1),
+            nn.BatchNorm2d(mid), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1),
+        )
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+def _residuals(n: int, features: int) -> nn.Sequential:
+    return nn.Sequential(*(Residual(features, features) for _ in range(n)))
+
+
+class Hourglass(nn.Module):
+    """``depth`` levels of (skip branch | max-pool, residuals, inner hourglass, residuals, nearest x2)."""
+
+    def __init__(self, depth: int, modules: int, features: int):
+        super().__init__()
+        self.up1, self.low1, self.low3 = (_residuals(modules, features) for _ in range(3))
+        self.low2 = Hourglass(depth - 1, modules, features) if depth > 1 else _residuals(modules, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.low3(self.low2(self.low1(F.max_pool2d(x, 2))))
+        return self.up1(x) + F.interpolate(low, scale_factor=2, mode="nearest")
+
+
+class HourglassNet(nn.Module):
+    """Stem to stride 4, then ``stacks`` hourglasses with intermediate supervision; one output per stack.
+
+    Stem widths are ``features / 4, / 2, / 2, 1`` (StarMap's 64, 128, 128, 256 at 256 features).
+    """
+
+    def __init__(self, stacks: int, modules: int, features: int, depth: int, outputs: int = CHANNELS):
+        super().__init__()
+        f = features
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, f // 4, 7, stride=2, padding=3), nn.BatchNorm2d(f // 4), nn.ReLU(inplace=True),
+            Residual(f // 4, f // 2), nn.MaxPool2d(2), Residual(f // 2, f // 2), Residual(f // 2, f),
+        )
+        self.hourglass = nn.ModuleList(Hourglass(depth, modules, f) for _ in range(stacks))
+        self.residual = nn.ModuleList(_residuals(modules, f) for _ in range(stacks))
+        self.lin = nn.ModuleList(nn.Sequential(nn.Conv2d(f, f, 1), nn.BatchNorm2d(f), nn.ReLU(inplace=True))
+                                 for _ in range(stacks))
+        self.out = nn.ModuleList(nn.Conv2d(f, outputs, 1) for _ in range(stacks))
+        self.merge_features = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in range(stacks - 1))
+        self.merge_outputs = nn.ModuleList(nn.Conv2d(outputs, f, 1) for _ in range(stacks - 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for i, hourglass in enumerate(self.hourglass):
+            y = self.lin[i](self.residual[i](hourglass(x)))
+            outs.append(self.out[i](y))
+            if i < len(self.merge_features):
+                x = x + self.merge_features[i](y) + self.merge_outputs[i](outs[-1])
+        return outs
+
+
+# --- keypoints from the CAD models -------------------------------------------------------------
+
+
+def farthest_points(points: np.ndarray, k: int) -> np.ndarray:
+    """Indices of ``k`` farthest-point samples, starting from the point farthest from the centroid."""
+    chosen = [int(np.argmax(np.linalg.norm(points - points.mean(0), axis=1)))]
+    dist = np.linalg.norm(points - points[chosen[0]], axis=1)
+    for _ in range(1, min(k, len(points))):
+        chosen.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return np.array(chosen)
+
+
+def cad_keypoints(meshes: Sequence[Mesh], k: int) -> list[np.ndarray]:
+    """Per mesh, the ``(k, 3)`` vertices nearest the farthest-point anchors of all meshes' vertices."""
+    pooled = np.concatenate([m.vertices for m in meshes])
+    anchors = pooled[farthest_points(pooled, k)]
+    return [m.vertices[np.linalg.norm(m.vertices[None] - anchors[:, None], axis=2).argmin(1)] for m in meshes]
+
+
+def load_category_keypoints(root: Path, category: str, k: int) -> dict[int, tuple[np.ndarray, Mesh]]:
+    """``{cad_index: (keypoints (k, 3), mesh)}`` for ``{root}/CAD/{category}/NN.off``."""
+    folder = Path(root) / "CAD" / category
+    paths = sorted(p for p in folder.glob("*.off") if len(p.name) < 7)
+    if not paths:
+        raise DataError(f"{folder}: no CAD models (NN.off); StarMap's keypoints come from them")
+    meshes = [read_off(p) for p in paths]
+    points = cad_keypoints(meshes, k)
+    return {int(p.stem): (kp, m) for p, kp, m in zip(paths, points, meshes)}
+
+
+@dataclass(frozen=True)
+class KeypointTargets:
+    """One training object's keypoints in its image: pixels, depth offsets and canonical coordinates."""
+
+    xy: np.ndarray  # (K, 2) image pixels (x right, y down)
+    depth: np.ndarray  # (K,) depth behind the object centre, image pixels (weak perspective)
+    canonical: np.ndarray  # (K, 3) CAD coordinates
+    visible: np.ndarray  # (K,) bool
+
+
+def keypoint_targets(sample: Sample, keypoints: np.ndarray, mesh: Mesh, tolerance: float = 0.03) -> KeypointTargets:
+    """Project a CAD model's keypoints with the sample's pose; a keypoint is visible when it lies in the
+    image, in front of the rendered surface (within ``tolerance`` CAD units) and off the occluder mask."""
+    from ntdmbench.models.render import rasterize
+
+    if sample.pose is None or sample.pose.principal is None:
+        raise DataError(f"sample {sample.id}: StarMap training needs a pose with a principal point")
+    h, w = sample.load_image().shape[:2]
+    camera = Camera.from_poses([sample.pose])
+    screen = camera.transform(torch.as_tensor(keypoints, dtype=torch.float64))[0].numpy()
+    vertices, faces = mesh.torch(torch.float64)
+    fragments = rasterize(vertices, faces, camera, (h, w), backend="torch")
+    col, row = np.floor(screen[:, 0]).astype(int), np.floor(screen[:, 1]).astype(int)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    c, r = col.clip(0, w - 1), row.clip(0, h - 1)
+    covered = fragments.silhouette[0].numpy()[r, c]
+    surface = fragments.depth[0].numpy()[r, c]
+    visible = inside & (~covered | (screen[:, 2] <= surface + tolerance))
+    if sample.occluder_mask is not None:
+        visible &= ~np.asarray(sample.occluder_mask, dtype=bool)[r, c]
+    pixels_per_unit = float(camera.focal_px[0]) / sample.pose.distance
+    return KeypointTargets(screen[:, :2], (screen[:, 2] - sample.pose.distance) * pixels_per_unit,
+                           np.asarray(keypoints, dtype=np.float64), visible)
+
+
+# --- crops --------------------------------------------------------------------------------------
+
+
+def crop_window(sample: Sample, image_hw: tuple[int, int], pad_scale: float) -> tuple[float, float, float]:
+    """StarMap's crop: (centre x, centre y, side) around the box, side capped at the image's larger side."""
+    h, w = image_hw
+    if sample.bbox is None:
+        return w / 2, h / 2, float(max(h, w))
+    x0, y0, x1, y1 = sample.bbox
+    side = min(max(x1 - x0, y1 - y0) * pad_scale, max(h, w))
+    return (x0 + x1) / 2, (y0 + y1) / 2, float(side)
+
+
+def crop_grid(window: torch.Tensor, size: int, image_hw: tuple[int, int]) -> torch.Tensor:
+    """``grid_sample`` grid ``(1, size, size, 2)`` of a window (cx, cy, side, rotation, flip ±1): crop point
+    ``(u, v)`` in [-1, 1] looks at image pixel ``centre + side/2 * Rot(rotation) (flip u, v)``."""
+    h, w = image_hw
+    cx, cy, side, rot, flip = window.tolist()
+    cos, sin = math.cos(rot), math.sin(rot)
+    theta = torch.tensor([[side / w * cos * flip, -side / w * sin, 2 * cx / w - 1],
+                          [side / h * sin * flip, side / h * cos, 2 * cy / h - 1]], dtype=torch.float32)
+    return F.affine_grid(theta[None], [1, 1, size, size], align_corners=False)
+
+
+def crop_image(image: np.ndarray, window: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor
+               ) -> torch.Tensor:
+    """A ``(3, size, size)`` normalised crop (``crop_grid``); outside the image is zero after normalisation."""
+    x = (torch.tensor(image).permute(2, 0, 1).float() / 255 - mean) / std
+    grid = crop_grid(window, size, image.shape[:2])
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+def to_crop(xy: torch.Tensor, window: torch.Tensor, res: int) -> torch.Tensor:
+    """Image pixels ``(..., K, 2)`` to continuous crop-map pixels at resolution ``res`` (inverse of ``crop_image``)."""
+    cx, cy, side, rot, flip = window.unbind(-1)
+    d = (xy - torch.stack([cx, cy], -1).unsqueeze(-2)) / (side / 2)[..., None, None]
+    cos, sin = rot.cos().unsqueeze(-1), rot.sin().unsqueeze(-1)
+    u = (cos * d[..., 0] + sin * d[..., 1]) * flip.unsqueeze(-1)
+    v = -sin * d[..., 0] + cos * d[..., 1]
+    return (torch.stack([u, v], -1) + 1) / 2 * res
+
+
+def render_targets(kp: dict[str, torch.Tensor], window: torch.Tensor, res: int, sigma: float, reg_weight: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """StarMap's target maps ``(B, 5, res, res)`` and loss mask for a batch of keypoint sets.
+
+    ``kp`` holds ``xy (B, K, 2)``, ``depth (B, K)``, ``canonical (B, K, 3)``, ``visible (B, K)``: a Gaussian
+    per visible keypoint in the heatmap, the canonical coordinates and depth at its pixel.
+    """
+    B, K = kp["visible"].shape
+    pix = to_crop(kp["xy"], window, res).floor().long()
+    valid = kp["visible"] & (pix >= 0).all(-1) & (pix < res).all(-1)
+    grid = torch.arange(res, dtype=torch.float32)
+    gy = torch.exp(-(grid.view(1, 1, res) - pix[..., 1:].float()) ** 2 / (2 * sigma ** 2))  # (B, K, res)
+    gx = torch.exp(-(grid.view(1, 1, res) - pix[..., :1].float()) ** 2 / (2 * sigma ** 2))
+    heat = (gy.unsqueeze(-1) * gx.unsqueeze(-2) * valid[..., None, None]).amax(1)
+    canonical = kp["canonical"].clone()
+    canonical[..., 0] *= window[:, 4:5]  # a mirrored crop sees the mirrored object
+    values = torch.cat([canonical, (kp["depth"] / window[:, 2:3]).unsqueeze(-1)], -1)  # (B, K, 4)
+    target = torch.zeros(B, CHANNELS, res, res)
+    mask = torch.zeros(B, CHANNELS, res, res)
+    target[:, 0], mask[:, 0] = heat, 1.0
+    weight = res * math.sqrt(reg_weight)
+    for k in range(K):  # in keypoint order: a later keypoint on the same pixel wins (StarMap's loop)
+        b = valid[:, k].nonzero(as_tuple=True)[0]
+        y, x = pix[b, k, 1], pix[b, k, 0]
+        target[b, 1:, y, x] = values[b, k]
+        mask[b, 1:, y, x] = weight
+    return target, mask
+
+
+# --- viewpoint from the maps --------------------------------------------------------------------
+
+
+def viewpoint_from_maps(maps: torch.Tensor, threshold: float = 0.05, max_peaks: int = 64
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, 3)`` (azimuth, elevation, theta) and the peak counts ``(B,)`` from output maps ``(B, 5, R, R)``.
+
+    Peaks: 3x3 maxima of the heatmap above ``threshold`` (the ``max_peaks`` strongest). Each peak's
+    canonical point (channels 1-3) is aligned to the peak lifted to ``(col, -row, -depth * R)`` (x right,
+    y up, z towards the camera: the camera frame up to scale) by Horn's similarity weighted with the
+    peak scores. Fewer than three peaks give NaN angles.
+    """
+    R = maps.shape[-1]
+    heat = maps[:, 0]
+    peaks = (heat == F.max_pool2d(heat[:, None], 3, stride=1, padding=1)[:, 0]) & (heat > threshold)
+    scores = torch.where(peaks, heat, 0).flatten(1)
+    values, index = scores.topk(min(max_peaks, R * R), dim=1)
+    rows, cols = (index // R).double(), (index % R).double()
+    flat = maps.flatten(2).double()
+    canonical = flat[:, 1:4].gather(2, index[:, None].expand(-1, 3, -1)).transpose(1, 2)
+    depth = flat[:, 4].gather(1, index)
+    lifted = torch.stack([cols, -rows, -depth * R], -1)
+    rotation, _, _ = horn_similarity(canonical, lifted, values.double())
+    count = (values > 0).sum(1)
+    angles = torch.stack(angles_from_rotation(rotation), -1)
+    return torch.where((count >= 3)[:, None], angles, torch.nan), count
+
+
+# --- the predictor ------------------------------------------------------------------------------
+
+
+@dataclass
+class StarMapPredictor(BasePredictor):
+    """StarMap: stacked hourglass for the StarMap heatmap, canonical-view features and depth; viewpoint
+    by Horn's weighted similarity alignment of the lifted peaks (keypoints projected from the CAD models)."""
+
+    name = "starmap"
+    capabilities = frozenset({Capability.POSE})
+    paper = ("Zhou, Karpur, Luo, Huang: StarMap for Category-Agnostic Keypoint and Viewpoint Estimation, "
+             "ECCV 2018 (xingyizhou/StarMap, -task starembdep)")
+    input_spec: ClassVar[InputSpec] = InputSpec(needs_box=True)
+
+    stacks: int = 2
+    features: int = 256
+    modules: int = 2
+    hourglass_depth: int = 4
+    input_size: int = 256
+    keypoints: int = 12
+    pad_scale: float = 1.5
+    sigma: float = 1.0
+    reg_weight: float = 0.1
+    epochs: int = 90
+    batch_size: int = 6
+    optimizer: str = "rmsprop"
+    lr: float = 2.5e-4
+    aug_scale: float = 0.25
+    aug_shift: float = 0.03
+    aug_rotate: float = 30.0
+    aug_rotate_prob: float = 0.4
+    aug_flip: float = 0.5
+    aug_color: float = 0.0
+    peak_threshold: float = 0.05
+    flip_test: bool = True
+    device: str = field(default="cpu", repr=False)
+
+    arch: ClassVar[tuple[str, ...]] = ("stacks", "features", "modules", "hourglass_depth", "input_size")
+
+    def __post_init__(self) -> None:
+        for key in ("stacks", "features", "modules", "hourglass_depth", "input_size", "keypoints", "epochs",
+                    "batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key}={getattr(self, key)!r}: must be a positive integer")
+        if self.features % 4:
+            raise ValueError(f"features={self.features!r}: must be a multiple of 4 (the stem uses features/4)")
+        if self.input_size % (4 * 2 ** self.hourglass_depth):
+            raise ValueError(f"input_size={self.input_size!r}: must be a multiple of 4 * 2^hourglass_depth "
+                             f"= {4 * 2 ** self.hourglass_depth}")
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise ValueError(f"optimizer={self.optimizer!r}: choose 'rmsprop' (StarMap) or 'adam'")
+        self._build()
+
+    @property
+    def resolution(self) -> int:
+        return self.input_size // 4
+
+    def _build(self) -> None:
+        self.net = HourglassNet(self.stacks, self.modules, self.features, self.hourglass_depth).to(self.device)
+        self.net.eval()
+
+    def config(self) -> dict[str, Any]:
+        return {k: v for k, v in super().config().items() if k != "device"}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"arch": {k: getattr(self, k) for k in self.arch}, "net": self.net.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state["arch"].items():
+            setattr(self, key, value)
+        self._build()
+        self.net.load_state_dict(state["net"])
+
+    def _norm(self) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = self.input_spec
+        return torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+
+    # training
+
+    def _augment(self, base: torch.Tensor) -> torch.Tensor:
+        """StarMap's random scale, vertical shift, rotation and flip of windows ``(B, 5)`` (global torch RNG)."""
+        B = base.shape[0]
+        window = base.clone()
+        window[:, 2] *= 2 ** (torch.randn(B) * self.aug_scale).clamp(-2 * self.aug_scale, 2 * self.aug_scale)
+        window[:, 1] += (torch.randn(B) * self.aug_shift).clamp(-2 * self.aug_shift, 2 * self.aug_shift) * base[:, 2]
+        rotate = torch.rand(B) < self.aug_rotate_prob
+        angle = (torch.randn(B) * self.aug_rotate).clamp(-2 * self.aug_rotate, 2 * self.aug_rotate)
+        window[:, 3] = torch.where(rotate, torch.deg2rad(angle), 0.0)
+        window[:, 4] = torch.where(torch.rand(B) < self.aug_flip, -1.0, 1.0)
+        return window
+
+    def _jitter_colour(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """With probability ``aug_color`` per image: shuffle the colour channels and scale the brightness
+        by U(0.6, 1.4), so the network cannot key on the training objects' colours."""
+        rgb = images * std + mean
+        jitter = torch.rand(len(rgb)) < self.aug_color
+        perms = torch.stack([torch.randperm(3) for _ in range(len(rgb))])
+        scale = torch.empty(len(rgb), 1, 1, 1).uniform_(0.6, 1.4)
+        shuffled = torch.stack([x[p] for x, p in zip(rgb, perms)]) * scale
+        return (torch.where(jitter[:, None, None, None], shuffled, rgb) - mean) / std
+
+    def _targets(self, dataset, categories: Sequence[str], ids: Sequence[str], progress: bool
+                 ) -> dict[str, tuple[KeypointTargets, tuple[float, float, float]]]:
+        from tqdm.auto import tqdm
+
+        root = getattr(dataset, "root", None)
+        if root is None:
+            raise ValueError(f"{getattr(dataset, 'name', dataset)}: StarMap needs a dataset with a root holding CAD/")
+        tables = {c: load_category_keypoints(root, c, self.keypoints) for c in categories}
+        out = {}
+        for sample_id in tqdm(ids, desc="starmap keypoints", unit="img", disable=not progress):
+            s = dataset.load(sample_id)
+            if s.cad_index not in tables[s.category]:
+                raise DataError(f"sample {s.id}: cad_index {s.cad_index} has no CAD/{s.category}/NN.off")
+            kp, mesh = tables[s.category][s.cad_index]
+            image_hw = s.load_image().shape[:2]
+            out[sample_id] = (keypoint_targets(s, kp, mesh), crop_window(s, image_hw, self.pad_scale))
+        return out
+
+    def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str | None = None,
+            seed: int = 0, progress: bool = True) -> None:
+        from ntdmbench.baselines.sgd_loop import train_epochs
+
+        self.device = device or self.device
+        groups = ids_by_category(dataset, categories)
+        ids = [i for c in categories for i in groups[c]]
+        targets = self._targets(dataset, categories, ids, progress)
+        torch.manual_seed(seed)  # initial weights follow the seed
+        self._build()
+        mean, std = self._norm()
+        res = self.resolution
+
+        def step(samples: list[Sample]) -> torch.Tensor:
+            kps = [targets[s.id][0] for s in samples]
+            base = torch.tensor([(*targets[s.id][1], 0.0, 1.0) for s in samples], dtype=torch.float32)
+            window = self._augment(base)
+            images = torch.stack([crop_image(s.load_image(), w, self.input_size, mean, std)
+                                  for s, w in zip(samples, window)])
+            if self.aug_color:
+                images = self._jitter_colour(images, mean, std)
+            kp = {"xy": torch.tensor(np.stack([k.xy for k in kps]), dtype=torch.float32),
+                  "depth": torch.tensor(np.stack([k.depth for k in kps]), dtype=torch.float32),
+                  "canonical": torch.tensor(np.stack([k.canonical for k in kps]), dtype=torch.float32),
+                  "visible": torch.tensor(np.stack([k.visible for k in kps]))}
+            target, mask = render_targets(kp, window, res, self.sigma, self.reg_weight)
+            target, mask = target.to(self.device), mask.to(self.device)
+            outputs = self.net(images.to(self.device))
+            return sum(F.mse_loss(out * mask, target * mask) for out in outputs)
+
+        params = self.net.parameters()
+        optimizer = (torch.optim.RMSprop(params, lr=self.lr, alpha=0.99, eps=1e-8) if self.optimizer == "rmsprop"
+                     else torch.optim.Adam(params, lr=self.lr))
+        train_epochs(self.net, optimizer, dataset=dataset, ids=ids, epochs=self.epochs, batch_size=self.batch_size,
+                     lr_factor=lambda _epoch, _it: 1.0, step=step, seed=seed, resume=resume,
+                     settings=self.config(), progress=progress, desc=self.name)
+        self.net.eval()
+
+    # inference
+
+    @torch.no_grad()
+    def maps(self, batch: Sequence[Sample]) -> torch.Tensor:
+        """The last stack's output maps ``(B, 5, R, R)`` for samples, flip-averaged if ``flip_test``."""
+        mean, std = self._norm()
+        images = []
+        for s in batch:
+            image = s.load_image()
+            window = torch.tensor([*crop_window(s, image.shape[:2], self.pad_scale), 0.0, 1.0])
+            images.append(crop_image(image, window, self.input_size, mean, std))
+        x = torch.stack(images).to(self.device)
+        self.net.eval()
+        out = self.net(x)[-1]
+        if self.flip_test:
+            flipped = self.net(x.flip(-1))[-1].flip(-1)
+            flipped[:, 1] = -flipped[:, 1]
+            out = (out + flipped) / 2
+        return out.cpu()
+
+    def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
+        angles, counts = viewpoint_from_maps(self.maps(batch), self.peak_threshold)
+        return [Prediction(id=s.id, azimuth=a, elevation=e, theta=t, distance=math.nan, extra={"peaks": int(n)})
+                for s, (a, e, t), n in zip(batch, angles.tolist(), counts.tolist())]
