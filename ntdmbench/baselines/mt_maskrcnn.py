@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ntdmbench.baselines import bins
-from ntdmbench.baselines.resnet import load_torchvision_resnet
+from ntdmbench.baselines.resnet import coerce_numbers, load_torchvision_resnet
 from ntdmbench.baselines.sgd_loop import train_epochs
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
@@ -228,15 +228,20 @@ class MultiTaskMaskRCNNPredictor(BasePredictor):
                                        "box_representation", "mask_channels", "categories")  # fixed by the checkpoint
 
     def __post_init__(self) -> None:
+        coerce_numbers(self)
         bins.check_decoder(self.decoder)
         if self.depth not in RESNETS:
             raise ValueError(f"depth {self.depth}: choose one of {sorted(RESNETS)}")
-        if isinstance(self.lr_milestones, str):
-            self.lr_milestones = tuple(int(v) for v in self.lr_milestones.split())
-        self.lr_milestones = tuple(int(v) for v in np.atleast_1d(self.lr_milestones))
+        milestones = self.lr_milestones.split() if isinstance(self.lr_milestones, str) else self.lr_milestones
+        try:
+            self.lr_milestones = tuple(int(v) for v in np.atleast_1d(milestones))
+        except ValueError:
+            raise ValueError(f"lr_milestones={self.lr_milestones!r}: expected epochs, e.g. '30 35'") from None
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr!r}: must be positive")
         for key in ("min_size", "max_size", "num_bins", "proposals_train", "proposals_test", "rois_per_image",
                     "fpn_channels", "box_representation", "mask_channels", "epochs", "batch_size"):
-            if int(getattr(self, key)) < 1:
+            if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)!r}: must be a positive integer")
         unknown = [c for c in self.categories if c not in CATEGORIES]
         if unknown or not self.categories:
@@ -251,9 +256,11 @@ class MultiTaskMaskRCNNPredictor(BasePredictor):
         return self._net
 
     def _build(self) -> None:
-        self._net = PoseMaskRCNN(self.depth, len(self.categories), self.num_bins, self.min_size, self.max_size,
-                                self.proposals_train, self.proposals_test, self.rois_per_image,
-                                self.fpn_channels, self.box_representation, self.mask_channels, self.weights).to(self.device)
+        self._net = PoseMaskRCNN(
+            self.depth, len(self.categories), self.num_bins, self.min_size, self.max_size, self.proposals_train,
+            self.proposals_test, self.rois_per_image, self.fpn_channels, self.box_representation,
+            self.mask_channels, self.weights,
+        ).to(self.device)
         self._net.eval()
 
     def config(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ runs can use small networks; the checkpoint fixes them (``load`` rebuilds the ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +33,18 @@ from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
+
+
+def coerce_numbers(settings) -> None:
+    """Make a dataclass's ``int`` and ``float`` fields numbers (``--model-args`` YAML reads ``1e-2`` as text)."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.type in ("int", "float") and not isinstance(value, bool):
+            try:
+                setattr(settings, f.name, int(value) if f.type == "int" else float(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"{f.name}={value!r}: expected {'an integer' if f.type == 'int' else 'a number'}"
+                                 ) from None
 
 
 def load_torchvision_resnet(net: nn.Module, path: str | Path, depth: int) -> None:
@@ -80,10 +92,11 @@ class _ResNetBaseline(BasePredictor):
     arch: ClassVar[tuple[str, ...]] = ("depth", "image_size")  # fixed by the checkpoint
 
     def __post_init__(self) -> None:
+        coerce_numbers(self)
         if self.depth not in RESNETS:
             raise ValueError(f"depth {self.depth}: choose one of {sorted(RESNETS)}")
         for key in ("image_size", "epochs", "batch_size", "lr_step"):
-            if int(getattr(self, key)) < 1:
+            if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)!r}: must be a positive integer")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr!r}: must be positive")
@@ -100,12 +113,6 @@ class _ResNetBaseline(BasePredictor):
         self.input_spec = InputSpec(image_size=(self.image_size, self.image_size))
         self._net = build_resnet(self.depth, self.num_outputs(), self.weights).to(self.device)
 
-    def num_outputs(self) -> int:
-        raise NotImplementedError
-
-    def loss(self, samples: list[Sample]) -> torch.Tensor:
-        raise NotImplementedError
-
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "device"}
 
@@ -121,13 +128,9 @@ class _ResNetBaseline(BasePredictor):
         self._build()
         self.net.load_state_dict(state["net"])
 
-    def prepare_fit(self, categories: Sequence[str]) -> None:
-        """Hook for settings that follow the training categories (before the network is built)."""
-
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str | None = None,
             seed: int = 0, progress: bool = True) -> None:
         self.device = device or self.device
-        self.prepare_fit(categories)
         torch.manual_seed(seed)  # the initial weights follow the seed, not whatever ran before
         self._build()
         groups = ids_by_category(dataset, categories)
@@ -157,7 +160,7 @@ class ResNetPosePredictor(_ResNetBaseline):
 
     def __post_init__(self) -> None:
         bins.check_decoder(self.decoder)
-        if int(self.num_bins) < 2:
+        if self.num_bins < 2:
             raise ValueError(f"num_bins={self.num_bins!r}: need at least 2")
         super().__post_init__()
 
@@ -214,8 +217,9 @@ class ResNetClassPredictor(_ResNetBaseline):
     def num_outputs(self) -> int:
         return len(self.categories)
 
-    def prepare_fit(self, categories: Sequence[str]) -> None:
-        self.categories = tuple(categories)
+    def fit(self, dataset, *, categories: Sequence[str], **kwargs) -> None:
+        self.categories = tuple(categories)  # the classifier's outputs are the trained categories
+        super().fit(dataset, categories=categories, **kwargs)
 
     def _augmented(self, samples: list[Sample]) -> torch.Tensor:
         """Random-resized crop (area ``crop_scale``..1, aspect 3/4..4/3) and horizontal flip, normalised."""
