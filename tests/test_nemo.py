@@ -201,3 +201,17 @@ def test_score_renderer_equals_the_dot_with_the_rendered_feature_map():
     direct = rc.object_score(r(*poses, d), feats)
     assert torch.allclose(r.scorer(similarity)(*poses, d), direct, atol=1e-5)
     assert direct.abs().sum() > 0
+
+
+def test_grid_scores_equal_best_start_on_rendered_maps():
+    model = smooth_model()
+    r = renderer(model)
+    feats = target_features(model, GT)
+    poses = rc.initial_poses(4, 2, 1)
+    d = torch.full((len(poses),), 5.0)
+    frags = r.fragments(poses[:, 0], poses[:, 1], poses[:, 2], d)
+    similarity = torch.einsum("bchw,vc->bvhw", feats, model.banks[0].vertices)
+    clutter = rc.clutter_score(feats, model.banks[0].clutter)
+    index, losses = rc.best_start(r(poses[:, 0], poses[:, 1], poses[:, 2], d), feats, clutter)
+    fast = rc.loss_fg_bg(r.grid_scores(frags, similarity), clutter[:, None])
+    assert torch.allclose(fast, losses, atol=1e-5) and torch.equal(fast.argmin(1), index)

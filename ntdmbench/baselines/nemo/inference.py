@@ -78,6 +78,15 @@ class MeshRenderer:
             return (picked * frags.bary.reshape(B, h * w, 3).transpose(1, 2)).sum(1).view(B, h, w)
         return render
 
+    def grid_scores(self, frags: Fragments, similarity: torch.Tensor) -> torch.Tensor:
+        """Object scores ``(B, P, h, w)`` of P pre-rasterised poses ``frags`` on each of B images."""
+        B, V, h, w = similarity.shape
+        P = frags.pix_to_face.shape[0]
+        corners = self.faces[frags.pix_to_face.clamp(min=0)].reshape(P, h * w, 3)
+        pixel = torch.arange(h * w, device=corners.device).view(1, -1, 1)
+        picked = similarity.reshape(B, V, h * w)[:, corners, pixel]  # (B, P, hw, 3)
+        return (picked * frags.bary.reshape(P, h * w, 3)).sum(-1).view(B, P, h, w)
+
 
 class StartCache:
     """Rasterised starting grids keyed by (category, mesh, map size, principal, focal, grid): the grid's
@@ -129,15 +138,15 @@ def fit_category(model: CategoryModel, images: torch.Tensor, candidates: Sequenc
         renderer = MeshRenderer(verts, faces, bank.vertices, principal, focal_px, (h, w))
         feats = features[rows]
         clut = clutter[k][rows] if settings.use_clutter else None
-        with stage("init_search"):
+        with stage("init_search"), torch.no_grad():
+            similarity = torch.einsum("bchw,vc->bvhw", feats, bank.vertices)
             grid_key = (key, k, h, w, W / 2, H / 2, focal_px, settings.n_azimuth, settings.n_elevation,
                         settings.n_theta, settings.init_distance)
-            start_maps = interpolate(cache.fragments(grid_key, renderer, poses, settings.init_distance),
-                                     faces, bank.vertices)
-            index, _ = rc.best_start(start_maps, feats, clut)
-            start = poses[index]
+            scores = renderer.grid_scores(cache.fragments(grid_key, renderer, poses, settings.init_distance),
+                                          similarity)
+            losses = rc.loss_fg_only(scores) if clut is None else rc.loss_fg_bg(scores, clut[:, None])
+            start = poses[losses.argmin(1)]
         with stage("optimisation"):
-            similarity = torch.einsum("bchw,vc->bvhw", feats, bank.vertices)
             fit = rc.optimise_pose(renderer.scorer(similarity), feats, clut, start[:, 0], start[:, 1], start[:, 2],
                                    torch.full((len(rows),), settings.init_distance, device=device),
                                    settings.steps, settings.lr, settings.betas, settings.gamma)
