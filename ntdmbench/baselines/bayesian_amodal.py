@@ -65,6 +65,17 @@ from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d")
+DEVIATIONS = (
+    ("features learned on the clean training crops (category cross-entropy + mask_loss x object/background "
+    "per position) instead of frozen ImageNet ResNeXt-50 features (use weights=..., backbone_epochs=0)"),
+    "whole object-centred crop resized to input_size; no proposals, sliding window or amodal-box completion",
+    ("object prior and foreground/context split from the training amodal masks; components start from "
+    "k-means on camera directions instead of spectral clustering of feature similarities"),
+    "outlier models: uniform kernel distribution and the training images' mean background distribution",
+    "amodal probability P(fg) + prior * P(occluder), bilinear upsampling, threshold 0.5",
+    "IoU not multiplied by classification correctness (the harness scores plain amodal IoU)",
+)
+"""One line per difference from the official implementation (module docstring); in ``describe()``."""
 
 
 def build_trunk(backbone: str, layer: int) -> tuple[nn.Sequential, int]:
@@ -255,6 +266,9 @@ class BayesianAmodalPredictor(BasePredictor):
 
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "device"}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "deviations": list(DEVIATIONS)}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.trunk.parameters())

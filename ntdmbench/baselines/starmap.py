@@ -23,6 +23,9 @@ Adapted to this benchmark (reference §8.1 is the original):
   ``N(0, 30 deg)`` with probability 0.4 and horizontal flips (negating the canonical x).
 - Loss as StarMap: mean squared error over the five channels, the heatmap everywhere, the
   features and depth only at the keypoint pixels with weight ``res^2 * reg_weight``; summed over stacks.
+- Optimiser: RMSprop, lr 2.5e-4, batch 6, 90 epochs as StarMap; ``optimizer=adam`` for short CPU runs.
+- Alignment: Horn with weighted centroids (StarMap's ``horn87`` centres the points unweighted, then
+  weights them); the weak-perspective lift ignores the crop's offset from the principal point.
 - Output: azimuth, elevation and theta; the distance is not estimated (NaN). Test-time flip averaging
   as StarMap's test mode.
 
@@ -50,6 +53,12 @@ from ntdmbench.models.meshes import Mesh, read_off
 from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
 
 CHANNELS = 5  # StarMap heatmap, canonical x, y, z, depth
+DEVIATIONS = (
+    ("keypoints: farthest-point anchors of the pooled CAD vertices snapped to each CAD model (no semantic "
+    "keypoints in the NeMo-format data); projected with the GT pose, z-buffer visibility"),
+    "Horn alignment with weighted centroids; distance not predicted (NaN)",
+)
+"""One line per difference from the official implementation (module docstring); in ``describe()``."""
 
 
 # --- the network (StarMap lib/models/hg.py, Newell et al.'s stacked hourglass) ---------------------
@@ -318,7 +327,6 @@ class StarMapPredictor(BasePredictor):
     aug_rotate: float = 30.0
     aug_rotate_prob: float = 0.4
     aug_flip: float = 0.5
-    aug_color: float = 0.0
     peak_threshold: float = 0.05
     flip_test: bool = True
     device: str = field(default="cpu", repr=False)
@@ -350,6 +358,9 @@ class StarMapPredictor(BasePredictor):
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in super().config().items() if k != "device"}
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "deviations": list(DEVIATIONS)}
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
 
@@ -379,16 +390,6 @@ class StarMapPredictor(BasePredictor):
         window[:, 3] = torch.where(rotate, torch.deg2rad(angle), 0.0)
         window[:, 4] = torch.where(torch.rand(B) < self.aug_flip, -1.0, 1.0)
         return window
-
-    def _jitter_colour(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """With probability ``aug_color`` per image: shuffle the colour channels and scale the brightness
-        by U(0.6, 1.4), so the network cannot key on the training objects' colours."""
-        rgb = images * std + mean
-        jitter = torch.rand(len(rgb)) < self.aug_color
-        perms = torch.stack([torch.randperm(3) for _ in range(len(rgb))])
-        scale = torch.empty(len(rgb), 1, 1, 1).uniform_(0.6, 1.4)
-        shuffled = torch.stack([x[p] for x, p in zip(rgb, perms)]) * scale
-        return (torch.where(jitter[:, None, None, None], shuffled, rgb) - mean) / std
 
     def _targets(self, dataset, categories: Sequence[str], ids: Sequence[str], progress: bool
                  ) -> dict[str, tuple[KeypointTargets, tuple[float, float, float]]]:
@@ -427,8 +428,6 @@ class StarMapPredictor(BasePredictor):
             window = self._augment(base)
             images = torch.stack([crop_image(s.load_image(), w, self.input_size, mean, std)
                                   for s, w in zip(samples, window)])
-            if self.aug_color:
-                images = self._jitter_colour(images, mean, std)
             kp = {"xy": torch.tensor(np.stack([k.xy for k in kps]), dtype=torch.float32),
                   "depth": torch.tensor(np.stack([k.depth for k in kps]), dtype=torch.float32),
                   "canonical": torch.tensor(np.stack([k.canonical for k in kps]), dtype=torch.float32),
