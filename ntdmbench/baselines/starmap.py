@@ -23,7 +23,8 @@ Adapted to this benchmark (reference §8.1 is the original):
   ``N(0, 30 deg)`` with probability 0.4 and horizontal flips (negating the canonical x).
 - Loss as StarMap: mean squared error over the five channels, the heatmap everywhere, the
   features and depth only at the keypoint pixels with weight ``res^2 * reg_weight``; summed over stacks.
-- Optimiser: RMSprop, lr 2.5e-4, batch 6, 90 epochs as StarMap; ``optimizer=adam`` for short CPU runs.
+- Optimiser: RMSprop, lr 2.5e-4, batch 6, 90 epochs, tenfold drops every ``drop_lr`` epochs (StarMap's
+  default never drops) as StarMap; ``optimizer=adam`` for short CPU runs.
 - Alignment: Horn with weighted centroids (StarMap's ``horn87`` centres the points unweighted, then
   weights them); the weak-perspective lift ignores the crop's offset from the principal point.
 - Output: azimuth, elevation and theta; the distance is not estimated (NaN). Test-time flip averaging
@@ -322,6 +323,7 @@ class StarMapPredictor(BasePredictor):
     batch_size: int = 6
     optimizer: str = "rmsprop"
     lr: float = 2.5e-4
+    drop_lr: int = 1_000_000  # StarMap's -dropLR: the learning rate falls tenfold every drop_lr epochs
     aug_scale: float = 0.25
     aug_shift: float = 0.03
     aug_rotate: float = 30.0
@@ -335,7 +337,7 @@ class StarMapPredictor(BasePredictor):
 
     def __post_init__(self) -> None:
         for key in ("stacks", "features", "modules", "hourglass_depth", "input_size", "keypoints", "epochs",
-                    "batch_size"):
+                    "batch_size", "drop_lr"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key}={getattr(self, key)!r}: must be a positive integer")
         if self.features % 4:
@@ -441,7 +443,7 @@ class StarMapPredictor(BasePredictor):
         optimizer = (torch.optim.RMSprop(params, lr=self.lr, alpha=0.99, eps=1e-8) if self.optimizer == "rmsprop"
                      else torch.optim.Adam(params, lr=self.lr))
         train_epochs(self.net, optimizer, dataset=dataset, ids=ids, epochs=self.epochs, batch_size=self.batch_size,
-                     lr_factor=lambda _epoch, _it: 1.0, step=step, seed=seed, resume=resume,
+                     lr_factor=lambda epoch, _it: 0.1 ** (epoch // self.drop_lr), step=step, seed=seed, resume=resume,
                      settings=self.config(), progress=progress, desc=self.name)
         self.net.eval()
 
