@@ -3,11 +3,16 @@
 For each category model and a batch of feature maps: render the neural textured deformable mesh under
 every (initial pose x initial latent) start, take each image's lowest-loss start (NeMo's pre-rendered
 search, ``render_compare.best_start``), then optimise the camera (centre C and theta, as NeMo), the
-latent ``z`` and the instance scale ``s'`` jointly with Adam (``render_compare.PoseOptimizer``: lr 0.05,
-300 steps) on the reconstruction loss of eq. 9 (NeMo's fg/bg loss with the clutter score; fg-only for
+latent ``z`` and the instance scale ``s'`` jointly with Adam (lr 0.05, 300 steps; the paper names no
+other setting, so torch's betas and a constant lr; ``render_compare.PoseOptimizer`` takes NeMo's
+betas (0.4, 0.6) and decay 0.2 when asked) on the reconstruction loss of eq. 9 (NeMo's fg/bg loss with the clutter score; fg-only for
 Table 3's "w/o BG"). Every step is batched over the images. The class is the category whose
 optimised model reconstructs the features best; the amodal mask is the rendered silhouette O at image
 resolution and the visible mask the FG pixels of O (object score above clutter score).
+
+Two safeguards the paper does not state: z stays on the simplex of the training codes (projected after
+each step: the MLP only learned those codes and their blends; outside, the mesh can grow to swallow
+background that resembles the texture) and s' within ``[1/scale_range, scale_range]`` per axis.
 
 Table 3's inference switches: ``latent_init`` "onehot" (every training CAD's code, the paper's),
 "average" (1/K) or "random" (a seeded random point of the simplex); ``fix_shape`` keeps z at the
@@ -17,6 +22,9 @@ clutter model.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +64,7 @@ class CategoryModel(nn.Module):
         self.register_buffer("uvs", uvs, persistent=False)
         self.register_buffer("rotations", rotations[:texture.n_bins].clone(), persistent=False)
         self.alpha_temperature = alpha_temperature
-        self._starts: dict[tuple, torch.Tensor] = {}
+        self._starts: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def surface(self, vertices: torch.Tensor, camera: Camera, size: tuple[int, int]) -> SurfaceFragments:
         return SurfaceFragments(vertices, self.mesh.faces, self.face_uvs, self.uvs, self.mesh.template, camera, size)
@@ -78,7 +86,12 @@ class InferenceSettings:
     init_distance: float = 5.0
     steps: int = 300
     lr: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    gamma: float = 1.0  # lr factor every steps // 3 steps (NeMo: 0.2)
     latent_init: str = "onehot"
+    start_search: str = "joint"  # or "staged": poses with the mean initial latent, then the latents
+    latent_simplex: bool = True  # keep z a convex combination of the training codes
+    scale_range: float = 1.5  # s' per axis within [1/r, r]; 0: unbounded
     fix_shape: bool = False
     use_background: bool = True
     single_bin: bool = False
@@ -89,8 +102,12 @@ class InferenceSettings:
     def __post_init__(self):
         if self.latent_init not in LATENT_INITS:
             raise ValueError(f"latent_init must be one of {LATENT_INITS}, got {self.latent_init!r}")
+        if self.start_search not in ("joint", "staged"):
+            raise ValueError(f"start_search must be 'joint' or 'staged', got {self.start_search!r}")
         if self.steps < 0:
             raise ValueError(f"optimisation steps must be >= 0, got {self.steps}")
+        if self.scale_range and self.scale_range < 1:
+            raise ValueError(f"scale_range must be 0 (unbounded) or >= 1, got {self.scale_range}")
 
 
 @dataclass
@@ -110,6 +127,15 @@ class Fit:
         return Camera(self.azimuth, self.elevation, self.theta, self.distance, principal, focal_px)
 
 
+def project_simplex(z: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of rows ``(B, K)`` onto the probability simplex (Duchi et al. 2008)."""
+    u = z.sort(dim=1, descending=True).values
+    css = u.cumsum(1) - 1
+    k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
+    rho = ((u - css / k) > 0).to(z.dtype).mul(k).argmax(1, keepdim=True)
+    return (z - css.gather(1, rho) / (rho + 1)).clamp(min=0)
+
+
 def initial_latents(mesh: DeformableMesh, settings: InferenceSettings) -> torch.Tensor:
     """``(L, K)`` starting latents for ``settings.latent_init`` (the average latent when ``fix_shape``)."""
     if settings.fix_shape or settings.latent_init == "average":
@@ -121,39 +147,45 @@ def initial_latents(mesh: DeformableMesh, settings: InferenceSettings) -> torch.
     return mesh.one_hot(torch.arange(mesh.n_shapes))
 
 
-def _start_maps(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
-                focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings,
-                chunk: slice) -> torch.Tensor:
-    """Rendered features of starts ``chunk`` of the (pose x latent) grid for one camera intrinsic."""
-    key = (size, tuple(principal.tolist()), float(focal), chunk.start, chunk.stop, settings.latent_init,
-           settings.fix_shape, settings.single_bin, settings.seed)
-    if key in model._starts:
-        return model._starts[key]
-    idx = torch.arange(chunk.start, chunk.stop)
-    pose, lat = starts[idx // len(latents)], latents[idx % len(latents)]
-    n = len(idx)
+def _render_starts(model: CategoryModel, pose: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
+                   focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings) -> torch.Tensor:
+    """Rendered features ``(N, d, h, w)`` of N (angles ``(N, 3)``, latent ``(N, K)``) starts at the initial distance."""
+    n = len(pose)
     dtype = model.mesh.template.dtype
     camera = Camera(pose[:, 0].to(dtype), pose[:, 1].to(dtype), pose[:, 2].to(dtype),
                     torch.full((n,), settings.init_distance, dtype=dtype), principal.expand(n, 2).to(dtype),
                     focal.expand(n).to(dtype))
     with torch.no_grad():
-        maps, _ = model.render(model.mesh(lat), camera, size, settings.single_bin)
+        return model.render(model.mesh(latents), camera, size, settings.single_bin)[0]
+
+
+def _start_maps(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
+                focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings,
+                chunk: slice) -> torch.Tensor:
+    """Rendered features of starts ``chunk`` of the (pose x latent) grid for one camera intrinsic, kept in
+    the model's least-recently-used cache within ``start_cache_mb``."""
+    key = (size, tuple(principal.tolist()), float(focal), chunk.start, chunk.stop, latents.shape,
+           dataclasses.astuple(settings))
+    cache = model._starts
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    idx = torch.arange(chunk.start, chunk.stop)
+    maps = _render_starts(model, starts[idx // len(latents)], latents[idx % len(latents)], principal, focal, size,
+                          settings)
     budget = settings.start_cache_mb * 2 ** 20
-    used = sum(m.numel() * m.element_size() for m in model._starts.values())
-    if used + maps.numel() * maps.element_size() <= budget:
-        model._starts[key] = maps
+    if maps.numel() * maps.element_size() <= budget:
+        cache[key] = maps
+        while sum(m.numel() * m.element_size() for m in cache.values()) > budget:
+            cache.popitem(last=False)
     return maps
 
 
-def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
-                  principal: torch.Tensor, focal: torch.Tensor, settings: InferenceSettings
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best start per image: ``(B, 3)`` angles, ``(B, K)`` latents and ``(B,)`` losses.
-
-    Images sharing intrinsics share the pre-rendered starts (cached on the model within a budget).
-    """
-    starts = initial_poses(settings.n_azimuth, settings.n_elevation, settings.n_theta)
-    latents = initial_latents(model.mesh, settings)
+def _grid_search(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, features: torch.Tensor,
+                 clut: torch.Tensor | None, valid: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor,
+                 settings: InferenceSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index into the (pose x latent) grid and loss of each image's best start ``(B,)``; images sharing
+    intrinsics share the pre-rendered grid."""
     total = len(starts) * len(latents)
     size = tuple(features.shape[-2:])
     best_idx = torch.zeros(len(features), dtype=torch.long)
@@ -170,9 +202,33 @@ def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tens
             _, chunk_losses = best_start(maps, features[rows_t], None if clut is None else clut[rows_t],
                                          valid[rows_t], chunk=settings.start_chunk)
             losses.append(chunk_losses)
-        losses = torch.cat(losses, 1)
-        best_loss[rows_t], best_idx[rows_t] = losses.min(1)
-    return starts[best_idx // len(latents)], latents[best_idx % len(latents)], best_loss
+        best_loss[rows_t], best_idx[rows_t] = torch.cat(losses, 1).min(1)
+    return best_idx, best_loss
+
+
+def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
+                  principal: torch.Tensor, focal: torch.Tensor, settings: InferenceSettings
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best start per image: ``(B, 3)`` angles, ``(B, K)`` latents and ``(B,)`` losses.
+
+    "joint" scores every (initial pose x initial latent) pair, as the paper; "staged" scores the poses
+    with the mean of the initial latents, then the initial latents at each image's best pose.
+    """
+    starts = initial_poses(settings.n_azimuth, settings.n_elevation, settings.n_theta)
+    latents = initial_latents(model.mesh, settings)
+    if settings.start_search == "joint" or len(latents) == 1:
+        idx, loss = _grid_search(model, starts, latents, features, clut, valid, principal, focal, settings)
+        return starts[idx // len(latents)], latents[idx % len(latents)], loss
+    idx, _ = _grid_search(model, starts, latents.mean(0, keepdim=True), features, clut, valid, principal, focal,
+                          settings)
+    B, L = len(features), len(latents)
+    maps = _render_starts(model, starts[idx].repeat_interleave(L, 0), latents.repeat(B, 1),
+                          principal.repeat_interleave(L, 0), focal.repeat_interleave(L, 0),
+                          tuple(features.shape[-2:]), settings)
+    score = compare_loss(maps, features.repeat_interleave(L, 0),
+                         None if clut is None else clut.repeat_interleave(L, 0), valid.repeat_interleave(L, 0))
+    loss, best = score.view(B, L).min(1)
+    return starts[idx], latents[best], loss
 
 
 def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
@@ -207,10 +263,15 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
             return compare_loss(rendered, features, clut, valid)
 
         if settings.steps:
-            opt = PoseOptimizer(params, settings.steps, settings.lr)
+            opt = PoseOptimizer(params, settings.steps, settings.lr, settings.betas, settings.gamma)
             for _ in range(settings.steps):
                 loss_at().sum().backward()
                 opt.step()
+                with torch.no_grad():
+                    if settings.latent_simplex and not settings.fix_shape:
+                        z.copy_(project_simplex(z))
+                    if settings.scale_range:
+                        log_scale.clamp_(-math.log(settings.scale_range), math.log(settings.scale_range))
         with torch.no_grad():
             final = loss_at()
             a, e, d = position_to_angles(C)

@@ -86,6 +86,7 @@ class NTDMPredictor(BasePredictor):
     fit_points: int = 2000
     w_normal: float = 0.01
     w_laplacian: float = 0.1
+    fit_eval_points: int = 2000  # surface samples per side for the reported relative fit error
     # neural textures (eq. 5)
     n_bins: int = 7
     bin_angle: float = 60.0
@@ -114,7 +115,13 @@ class NTDMPredictor(BasePredictor):
     n_theta: int = 3
     steps: int = 300
     pose_lr: float = 0.05
+    pose_beta1: float = 0.9
+    pose_beta2: float = 0.999
+    pose_gamma: float = 1.0  # lr factor every steps // 3 steps (NeMo: 0.2)
     init_distance: float = 5.0
+    start_search: str = "joint"  # "staged": poses with the mean initial latent, then the latents at the best pose
+    latent_simplex: bool = True  # z stays a convex combination of the training codes
+    scale_range: float = 1.5  # instance scale s' per axis within [1/r, r]; 0: unbounded
     class_topk: int = 0  # 0: optimise every category model; k: only the k best after the init search
     focal_px: float | None = None  # None: the sample's focal x viewport, else 3000
     # Table 3 switches
@@ -134,7 +141,7 @@ class NTDMPredictor(BasePredictor):
                     setattr(self, f.name, float(value))
                 except ValueError:
                     raise ValueError(f"ntdm: {f.name}={value!r} is not a number") from None
-        for key in ("epochs", "batch_size", "fit_points", "n_pos", "n_neg", "n_bg", "bank_size", "uv_stride",
+        for key in ("epochs", "batch_size", "fit_points", "fit_eval_points", "n_pos", "n_neg", "n_bg", "bank_size", "uv_stride",
                     "texture_size", "n_azimuth", "n_elevation", "n_theta"):
             if getattr(self, key) < 1:
                 raise ValueError(f"ntdm: {key} must be >= 1, got {getattr(self, key)}")
@@ -152,18 +159,24 @@ class NTDMPredictor(BasePredictor):
         return CategoryModel(mesh, texture, bin_rotations(7, self.bin_angle), self.alpha_temperature)
 
     def _train_settings(self) -> TrainSettings:
-        return TrainSettings(self.texture_momentum, self.n_pos, self.n_neg, self.n_class_neg, self.tau, self.w_con,
-                             self.w_class, self.w_bg, self.temperature, self.n_bg, self.uv_stride)
+        return TrainSettings(momentum=self.texture_momentum, n_pos=self.n_pos, n_neg=self.n_neg,
+                             n_class_neg=self.n_class_neg, tau=self.tau, w_con=self.w_con, w_class=self.w_class,
+                             w_bg=self.w_bg, temperature=self.temperature, n_bg=self.n_bg, uv_stride=self.uv_stride)
 
     def _inference_settings(self) -> InferenceSettings:
-        return InferenceSettings(self.n_azimuth, self.n_elevation, self.n_theta, self.init_distance, self.steps,
-                                 self.pose_lr, self.latent_init, self.fix_shape, self.use_background,
-                                 self.single_alpha)
+        return InferenceSettings(
+            n_azimuth=self.n_azimuth, n_elevation=self.n_elevation, n_theta=self.n_theta,
+            init_distance=self.init_distance, steps=self.steps, lr=self.pose_lr, betas=(self.pose_beta1, self.pose_beta2),
+            gamma=self.pose_gamma, latent_init=self.latent_init, start_search=self.start_search,
+            latent_simplex=self.latent_simplex, scale_range=self.scale_range, fix_shape=self.fix_shape,
+            use_background=self.use_background, single_bin=self.single_alpha)
 
     def _fit_meshes(self, cad_root: Path, categories: Sequence[str], state: dict, resume: Resume | None,
-                    seed: int) -> None:
+                    seed: int, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
         meshes = state.setdefault("meshes", {})
-        for category in categories:
+        for category in tqdm(categories, desc="ntdm meshes", unit="category", disable=not progress):
             if category in meshes:
                 continue
             files = sorted((cad_root / category).glob("*.off"))
@@ -175,7 +188,7 @@ class NTDMPredictor(BasePredictor):
                                   lr=self.fit_lr, surface_points=self.fit_points, w_normal=self.w_normal,
                                   w_laplacian=self.w_laplacian, seed=seed)
             meshes[category] = {"n_shapes": len(cads), "state": mesh.state_dict(), "cads": [f.stem for f in files],
-                                "fit_error": relative_fit_error(mesh, cads)}
+                                "fit_error": relative_fit_error(mesh, cads, self.fit_eval_points)}
             if resume is not None:
                 resume.save(state)
 
@@ -201,7 +214,7 @@ class NTDMPredictor(BasePredictor):
         if state is not None and state.get("settings") != fingerprint:
             raise ValueError(f"{resume.path}: written with other settings; delete it or train with the same --model-args")
         state = state or {"settings": fingerprint}
-        self._fit_meshes(cad_root, categories, state, resume, seed)
+        self._fit_meshes(cad_root, categories, state, resume, seed, progress)
 
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -363,7 +376,7 @@ class NTDMPredictor(BasePredictor):
         for c, saved in state["categories"].items():
             mesh = self._mesh({"n_shapes": saved["n_shapes"], "state": saved["mesh"]})
             maps = saved["texture"]
-            texture = NeuralTexture(maps.shape[2], maps.shape[3], maps.shape[0])
+            texture = NeuralTexture(maps.shape[0], maps.shape[1], maps.shape[2])
             texture.maps.copy_(maps)
             self.models[c] = self._category_model(mesh, texture)
             self.cad_names[c], self.fit_errors[c] = list(saved["cads"]), list(saved["fit_error"])

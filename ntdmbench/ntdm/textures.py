@@ -78,11 +78,11 @@ def blend(values: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 
 def _corners(uv: torch.Tensor, q: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The 4 bilinear texels (flat index, weight) of UV points ``(..., 2)`` in a q x q map: texel (r, c)
+    """The 4 bilinear texels (flat index, weight) of UV points ``(N, 2)`` in a q x q map: texel (r, c)
     is centred at ``u = (c + 0.5) / q``, ``v = 1 - (r + 0.5) / q``; periodic in u, clamped in v."""
-    x = torch.remainder(uv[..., 0], 1.0) * q - 0.5
-    y = ((1 - uv[..., 1]) * q - 0.5).clamp(0, q - 1)
-    x0, y0 = x.detach().floor(), y.detach().floor()
+    x = torch.remainder(uv[:, 0], 1.0) * q - 0.5
+    y = ((1 - uv[:, 1]) * q - 0.5).clamp(0, q - 1)
+    x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0
     out = []
     for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
@@ -93,48 +93,62 @@ def _corners(uv: torch.Tensor, q: int) -> list[tuple[torch.Tensor, torch.Tensor]
 
 
 class NeuralTexture(nn.Module):
-    """``maps (q, q, b, d)``: one category's unit-norm neural texture, channels last so a texel's b x d
-    features are one row of a table (a buffer: updated by momentum, not SGD)."""
+    """``maps (b, d, q, q)``: one category's unit-norm neural texture (a buffer: updated by momentum,
+    not SGD). Sampling is bilinear (``grid_sample``) and periodic in u: a copy with one wrapped texel
+    column on each side is kept until the maps change."""
 
     def __init__(self, n_bins: int = 7, feature_dim: int = 128, size: int = 256,
                  generator: torch.Generator | None = None):
         super().__init__()
         if size < 2:
             raise ValueError(f"texture size q must be >= 2, got {size}")
-        maps = torch.randn(size, size, n_bins, feature_dim, generator=generator)
-        self.register_buffer("maps", F.normalize(maps, dim=-1))
+        maps = torch.randn(n_bins, feature_dim, size, size, generator=generator)
+        self.register_buffer("maps", F.normalize(maps, dim=1))
+        self._padded: tuple[tuple, torch.Tensor] | None = None
 
     @property
     def n_bins(self) -> int:
-        return self.maps.shape[2]
+        return self.maps.shape[0]
+
+    def _wrapped(self) -> torch.Tensor:
+        key = (self.maps.data_ptr(), self.maps._version, self.maps.device, self.maps.dtype)
+        if self._padded is None or self._padded[0] != key:
+            m = self.maps
+            self._padded = (key, torch.cat([m[..., -1:], m, m[..., :1]], -1).flatten(0, 1)[None].contiguous())
+        return self._padded[1]
 
     def lookup(self, uv: torch.Tensor, bins: int | None = None) -> torch.Tensor:
-        """``(..., b, d)``: bilinear texture values at UV points ``(..., 2)``, periodic in u; differentiable
-        in ``uv``. ``bins`` keeps only the first few bins."""
-        q = self.maps.shape[0]
-        table = self.maps.flatten(0, 1)[:, :bins]
-        return sum(table[index] * w[..., None, None] for index, w in _corners(uv, q))
+        """``(N, b, d)``: bilinear texture values at UV points ``(N, 2)``, periodic in u; differentiable in
+        ``uv``. ``bins`` keeps only the first few bins."""
+        b, d, q, _ = self.maps.shape
+        bins = b if bins is None else bins
+        u = (torch.remainder(uv[:, 0], 1.0) * q + 1) / (q + 2)  # into the wrapped copy's width
+        grid = torch.stack([u * 2 - 1, 1 - uv[:, 1] * 2], -1).view(1, 1, -1, 2).to(self.maps.dtype)
+        out = F.grid_sample(self._wrapped()[:, :bins * d], grid, align_corners=False, padding_mode="border")
+        return out.view(bins, d, -1).permute(2, 0, 1)
 
     @torch.no_grad()
     def momentum_update(self, uv: torch.Tensor, alpha: torch.Tensor, features: torch.Tensor,
                         momentum: float = 0.9) -> int:
         """M-step: splat features ``(N, d)`` at UV points ``(N, 2)`` into their 4 nearest texels of each bin
         (bilinear weights times ``alpha (N, b)``); each touched texel becomes ``normalize(m * theta + (1 -
-        m) * weighted mean)``. Returns the number of (texel, bin) features updated."""
-        q, _, b, d = self.maps.shape
+        m) * weighted mean)``. Returns the number of (bin, texel) features updated."""
+        b, d, q, _ = self.maps.shape
         rows, cols, vals = [], [], []
         for index, w in _corners(uv, q):
-            rows.append((index[:, None] * b + torch.arange(b, device=uv.device)).reshape(-1))
+            rows.append((torch.arange(b, device=uv.device)[None] * q * q + index[:, None]).reshape(-1))
             cols.append(torch.arange(len(uv), device=uv.device).repeat_interleave(b))
             vals.append((w[:, None] * alpha).reshape(-1))
         rows, cols, vals = torch.cat(rows), torch.cat(cols), torch.cat(vals).to(features.dtype)
-        splat = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (q * q * b, len(uv)), check_invariants=False)
-        sums = torch.sparse.mm(splat, features)
-        weights = torch.zeros(q * q * b, dtype=features.dtype, device=features.device).index_add_(0, rows, vals)
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):  # built valid: skip the check
+            splat = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (b * q * q, len(uv)))
+            sums = torch.sparse.mm(splat, features)  # (b * q * q, d)
+        weights = torch.zeros(b * q * q, dtype=features.dtype, device=features.device).index_add_(0, rows, vals)
         touched = weights > 1e-6
-        flat = self.maps.reshape(q * q * b, d)
+        flat = self.maps.permute(0, 2, 3, 1).reshape(b * q * q, d).clone()
         mean = sums[touched] / weights[touched, None]
         flat[touched] = F.normalize(momentum * flat[touched] + (1 - momentum) * mean, dim=-1)
+        self.maps.copy_(flat.view(b, q, q, d).permute(0, 3, 1, 2))
         return int(touched.sum())
 
 
@@ -163,8 +177,10 @@ class SurfaceFragments:
 def render_features(texture: NeuralTexture, surface: SurfaceFragments, rotations: torch.Tensor,
                     temperature: float, bins: int | None = None) -> torch.Tensor:
     """``(B, d, h, w)`` rendered neural features: alpha-blended view-specific texture values (the first
-    ``bins`` bins, with their rotations), zero off the mesh."""
-    values = texture.lookup(surface.uv, bins)  # (B, h, w, b, d)
-    alpha = view_coefficients(surface.normals, surface.to_camera, rotations[:values.shape[-2]], temperature)
-    out = blend(values, alpha) * surface.mask[..., None]
+    ``bins`` bins, with their rotations) on the covered pixels, zero off the mesh."""
+    covered = surface.mask.nonzero(as_tuple=True)
+    values = texture.lookup(surface.uv[covered], bins)  # (M, b, d)
+    alpha = view_coefficients(surface.normals[covered], surface.to_camera[covered],
+                              rotations[:values.shape[1]], temperature)
+    out = surface.uv.new_zeros(*surface.mask.shape, values.shape[-1]).index_put(covered, blend(values, alpha))
     return out.permute(0, 3, 1, 2)

@@ -162,6 +162,26 @@ def contrastive_loss(surface: Surface, category: str, models: dict[str, Category
     return F.cross_entropy(logits, torch.zeros(len(f), dtype=torch.long))
 
 
+def background_region(sample: Sample, silhouette: torch.Tensor, stride: int) -> torch.Tensor:
+    """``(h, w)`` bool feature cells that see only background: inside the image and wholly off the
+    object's box and amodal mask where annotated, and off the rendered deformable mesh (dilated by one
+    cell when neither is annotated: a mesh fitted to CAD models misses thin parts, whose features must
+    not enter the bank)."""
+    h, w = silhouette.shape
+    H, W = sample.load_image().shape[:2]
+    pixels = torch.zeros(h * stride, w * stride, dtype=torch.bool)
+    pixels[:H, :W] = True
+    if sample.amodal_mask is not None:
+        pixels[:H, :W] &= ~torch.as_tensor(np.asarray(sample.amodal_mask, dtype=bool))
+    if sample.bbox is not None:
+        x0, y0, x1, y1 = sample.bbox
+        pixels[max(0, math.floor(y0)):max(0, math.ceil(y1)), max(0, math.floor(x0)):max(0, math.ceil(x1))] = False
+    taken = silhouette.float()[None]
+    if sample.amodal_mask is None and sample.bbox is None:
+        taken = F.max_pool2d(taken, 3, stride=1, padding=1)
+    return pixels.view(h, stride, w, stride).all(3).all(1) & (taken[0] == 0)
+
+
 def train_batch(backbone: FeatureNet, images: torch.Tensor, samples: list[Sample], models: dict[str, CategoryModel],
                 bank: BackgroundBank, optimizer: torch.optim.Optimizer, settings: TrainSettings,
                 generator: torch.Generator) -> float:
@@ -176,12 +196,10 @@ def train_batch(backbone: FeatureNet, images: torch.Tensor, samples: list[Sample
             continue
         losses.append(contrastive_loss(surface, sample.category, models, bank, settings, generator))
         updates.setdefault(sample.category, []).append(surface)
-        H, W = sample.load_image().shape[:2]
-        allowed = ~silhouette
-        allowed[math.ceil(H / stride):] = False
-        allowed[:, math.ceil(W / stride):] = False
-        cells = background_cells(allowed[None], settings.n_bg, generator)
-        background.append(sample_cells(feature_maps[i:i + 1].detach(), cells)[0])
+        allowed = background_region(sample, silhouette, stride)
+        if allowed.any():
+            cells = background_cells(allowed[None], settings.n_bg, generator)
+            background.append(sample_cells(feature_maps[i:i + 1].detach(), cells)[0])
     if not losses:
         raise ValueError("training batch has no visible object surface in any image")
     loss = torch.stack(losses).mean()
@@ -194,5 +212,6 @@ def train_batch(backbone: FeatureNet, images: torch.Tensor, samples: list[Sample
                                                      torch.cat([s.alpha for s in surfaces]),
                                                      torch.cat([s.features.detach() for s in surfaces]),
                                                      settings.momentum)
-        bank.push(torch.cat(background))
+        if background:
+            bank.push(torch.cat(background))
     return float(loss.detach())
