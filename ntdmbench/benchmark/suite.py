@@ -401,9 +401,24 @@ class TrainJob:
     per_category: bool = False
 
 
+def _without_defaults(model: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` less those equal to the model's own defaults, so that spelling a default out (e.g. a
+    row undoing a parent suite's switch) still shares the checkpoint."""
+    from ntdmbench.models.registry import MODELS
+
+    try:
+        factory = MODELS.get(model)
+    except Exception:  # noqa: BLE001 - a model that fails to import is reported when it trains
+        return args
+    if not dataclasses.is_dataclass(factory):
+        return args
+    defaults = {f.name: f.default for f in dataclasses.fields(factory) if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in args.items() if k not in defaults or defaults[k] != v}
+
+
 def training_key(model: str, args: dict[str, Any], dataset_describe: dict[str, Any], seed: int) -> str:
-    return run_key({"format": CHECKPOINT_FORMAT, "model": model, "args": args, "dataset": dataset_describe,
-                    "seed": seed})
+    return run_key({"format": CHECKPOINT_FORMAT, "model": model, "args": _without_defaults(model, args),
+                    "dataset": dataset_describe, "seed": seed})
 
 
 def _train_one(job: TrainJob, device: str, seed: int, progress: bool) -> dict[str, Any]:

@@ -22,7 +22,7 @@ Defaults are the paper's settings (ResNet50 ResNetExt, 2562-vertex template, b =
 normal-aligned bin of a 7-bin checkpoint), ``fix_shape=true``, ``latent_init=random|average``.
 The ``quick`` preset (4 categories, 192 training images, 2 CPU cores) uses::
 
-    --model-args backbone_depth=18,template_level=3,mlp_hidden=64,fit_iters=40,fit_lr=0.01,fit_points=300,texture_size=32,epochs=8,batch_size=8,lr=0.001,n_pos=200,n_neg=400,n_class_neg=200,n_azimuth=8,n_elevation=2,n_theta=1,steps=30,class_topk=2
+    --model-args backbone_depth=18,template_level=3,mlp_hidden=64,fit_iters=40,fit_lr=0.01,fit_points=300,texture_size=32,epochs=24,batch_size=8,lr=0.001,n_pos=200,n_neg=400,n_class_neg=200,n_azimuth=12,n_elevation=4,n_theta=1,steps=30,class_topk=2
 """
 
 from __future__ import annotations
