@@ -139,3 +139,26 @@ def test_html_and_cli(suite_dir, capsys):
     assert out.startswith("model,benchmark,condition,metric,value\n") and "occluded" not in out
     assert main(["table", str(suite_dir.parent), "--format", "md"]) == 2
     assert "no index.json" in capsys.readouterr().err
+
+
+def test_plots_keep_one_colour_per_model_and_legend_every_model(tmp_path, monkeypatch):
+    from ntdmbench.reports import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    good = _samples([1, 2, 3, 50], [1.0, 1.0, 0.5, 0.5], [1, 1, 1, 0])
+    pose_only = _samples([1, 50, 50, 50])
+    root = make_suite_dir(tmp_path / "suite", {"occ": {"meta": OCC, "rows": {  # the pose-only row first
+        "c": {"L0": (pose_only, ["pose"]), "L1": (pose_only, ["pose"])},
+        "a": {"L0": (good, ALL), "L1": (good, ALL)}, "b": {"L0": (good, ALL), "L1": (pose_only, ALL)}}}})
+    (occ,) = tables.load(root)
+    assert plots.accuracy_vs_occlusion(occ, tmp_path / "occ.png")
+    axes = [ax for ax in figures[0].axes if ax.get_visible()]
+    drawn = {}
+    for ax in axes:
+        for line in ax.get_lines():
+            drawn.setdefault(line.get_label(), set()).add(line.get_color())
+    assert all(len(c) == 1 for c in drawn.values())  # the same model keeps its colour in every panel
+    assert len({next(iter(c)) for c in drawn.values()}) == len(drawn) == 3  # and models differ
+    assert "C" in drawn and not [l for l in axes[2].get_lines() if l.get_label() == "C"]  # pose-only: no top-1 line
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["C", "A", "B"]

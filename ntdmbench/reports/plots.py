@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,6 +32,22 @@ def _grid(n: int, width: float = 4.0, height: float = 3.2):
     return fig, list(axes.flat[:n])
 
 
+def colours(table: TableData) -> dict[str, str]:
+    """One colour per row, fixed by the table's row order, so every panel and figure of a table agrees."""
+    return {row.label: f"C{i % 10}" for i, row in enumerate(table.rows)}
+
+
+def _legend(axes) -> bool:
+    """Every model drawn in any panel, in the first panel's legend; False when nothing was drawn."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        axes[0].legend(list(handles.values()), list(handles), fontsize=7)
+    return bool(handles)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -45,18 +62,19 @@ def accuracy_vs_occlusion(table: TableData, path: Path) -> Path | None:
     if len(levels) < 2:
         return None
     fig, axes = _grid(len(table.metrics))
+    colour = colours(table)
     for ax, metric in zip(axes, table.metrics):
         for row in table.rows:
             ys = [table.cell(row, metric, c) for c in levels]
             if any(isinstance(y, float) for y in ys):
-                ax.plot(levels, [y if isinstance(y, float) else np.nan for y in ys], marker="o", label=row.label)
+                ax.plot(levels, [y if isinstance(y, float) else np.nan for y in ys], marker="o", label=row.label,
+                        color=colour[row.label])
         ax.set_title(LABELS[metric], fontsize=10)
         ax.set_xlabel("occlusion level")
         ax.grid(alpha=0.3)
-    if not axes[0].get_legend_handles_labels()[0]:
+    if not _legend(axes):
         plt.close(fig)
         return None
-    axes[0].legend(fontsize=7)
     fig.suptitle(f"{table.id}: accuracy vs occlusion level")
     return _save(fig, path)
 
@@ -74,11 +92,12 @@ def error_cdf(table: TableData, path: Path) -> Path | None:
     if not panels:
         return None
     fig, axes = _grid(len(panels))
+    colour = colours(table)
     for ax, cond in zip(axes, panels):
         for label, errors in curves[cond]:
             xs = np.sort(errors)
             ax.step(np.concatenate([[0.0], xs, [180.0]]), np.concatenate([np.arange(xs.size + 1) / xs.size, [1.0]]),
-                    where="post", label=label, lw=1.5)
+                    where="post", label=label, lw=1.5, color=colour[label])
         for threshold in (10, 30):
             ax.axvline(threshold, color="grey", lw=0.8, ls="--")
         ax.set_xlim(0, 180)
@@ -87,7 +106,7 @@ def error_cdf(table: TableData, path: Path) -> Path | None:
         ax.set_xlabel("rotation error (deg)")
         ax.set_ylabel("fraction of samples")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend(axes)
     fig.suptitle(f"{table.id}: rotation error CDF")
     return _save(fig, path)
 
@@ -103,8 +122,9 @@ def time_vs_accuracy(table: TableData, path: Path) -> Path | None:
     if not points:
         return None
     fig, (ax,) = _grid(1, 5.0, 3.8)
+    colour = colours(table)
     for label, t, acc in points:
-        ax.scatter([t], [acc], s=30)
+        ax.scatter([t], [acc], s=30, color=colour[label])
         ax.annotate(label, (t, acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("median time per image (s, in the run loop)")
