@@ -81,3 +81,4 @@ def test_one_and_two_workers_agree(tmp_path):
     index = json.loads((tmp_path / "two" / "suites" / "suite" / "index.json").read_text())
     (status,) = index["training"].values()
     assert status["error"] is None and Path(status["checkpoint"]).is_file()
+    assert not list(Path(status["checkpoint"]).parent.glob("*-car.pth"))  # parts removed once merged

@@ -215,3 +215,17 @@ def test_grid_scores_equal_best_start_on_rendered_maps():
     index, losses = rc.best_start(r(poses[:, 0], poses[:, 1], poses[:, 2], d), feats, clutter)
     fast = rc.loss_fg_bg(r.grid_scores(frags, similarity), clutter[:, None])
     assert torch.allclose(fast, losses, atol=1e-5) and torch.equal(fast.argmin(1), index)
+
+
+def test_per_category_checkpoints_merge_into_the_all_category_model(smoke, tmp_path):
+    together = trained(smoke, categories=("car", "sofa"), epochs=1).state_dict()["categories"]
+    for c in ("car", "sofa"):
+        trained(smoke, categories=(c,), epochs=1).save(tmp_path / f"{c}.pth")
+    merged = build_model("nemo", **TINY)
+    merged.merge([tmp_path / "car.pth", tmp_path / "sofa.pth"])
+    assert set(merged.models) == {"car", "sofa"}
+    for c in ("car", "sofa"):
+        alone = merged.state_dict()["categories"][c]
+        assert all(torch.equal(together[c]["net"][k], alone["net"][k]) for k in together[c]["net"])
+    with pytest.raises(ValueError, match="already in another"):
+        merged.merge([tmp_path / "car.pth", tmp_path / "car.pth"])

@@ -436,7 +436,8 @@ def _train_one(job: TrainJob, device: str, seed: int, progress: bool) -> dict[st
 
 
 def _merge(job: TrainJob, parts: list[str], device: str) -> None:
-    """Join per-category checkpoints into the job's checkpoint with the model's ``merge``."""
+    """Join per-category checkpoints into the job's checkpoint with the model's ``merge``; the parts
+    are removed once the joined checkpoint is written (until then they are what a rerun resumes from)."""
     from ntdmbench.benchmark.runner import RunConfig, make_model
 
     model = make_model(RunConfig(model=job.model, dataset=job.dataset, device=device, model_args=job.args))
@@ -445,6 +446,8 @@ def _merge(job: TrainJob, parts: list[str], device: str) -> None:
         raise SuiteError(f"model {job.model!r} has no merge(paths); it cannot train with per_category: true")
     merge([Path(p) for p in parts])
     model.save(job.checkpoint)
+    for p in parts:
+        Path(p).unlink(missing_ok=True)
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -250,6 +250,27 @@ class NeMoPredictor(BasePredictor):
         self.mesh_mode = "multi" if len(first.meshes) > 1 else "single"
         self._cache.clear()
 
+    def merge(self, paths: Sequence[str | Path]) -> None:
+        """Join checkpoints trained on disjoint categories (a suite row with ``per_category: true`` trains
+        each category on its own rank). Category seeds come from the fixed category list, so the result
+        equals training all categories in one process."""
+        categories: dict[str, Any] = {}
+        trained: dict[str, Any] = {}
+        for path in paths:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            if not (isinstance(payload, dict) and payload.get("model") == self.name):
+                raise DataError(f"{path}: not an ntdmbench nemo checkpoint")
+            state = payload["state"]
+            if state.get("format") != FORMAT:
+                raise DataError(f"{path}: checkpoint format {state.get('format')!r}, expected {FORMAT!r}")
+            if twice := sorted(set(state["categories"]) & set(categories)):
+                raise DataError(f"{path}: categories {', '.join(twice)} are already in another of the merged checkpoints")
+            categories.update(state["categories"])
+            trained.update(state.get("trained", {}))
+        if not categories:
+            raise DataError("nemo: nothing to merge")
+        self.load_state_dict({"format": FORMAT, "categories": categories, "trained": trained})
+
     def load(self, path: str | Path) -> None:
         """This project's checkpoint, an official NeMo checkpoint, or a folder of official ones (one per category)."""
         path = Path(path)
