@@ -227,7 +227,7 @@ def bench(model_name: str, *, samples: Sequence[Sample], model=None, checkpoint:
                   "source": samples[0].tags.get("dataset", "?"), "category": samples[0].category},
         "method": {"timer": clock.method, "warmup": warmup, "iters": iters, "throughput_repeats": repeats,
                    "precision": "fp32", "timed": "model.predict on in-memory images (its preprocessing included)",
-                   "cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "torch_threads": torch.get_num_threads()},
+                   "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)},
         "latency_ms_per_image": _stats(latency, 1),
         "stages_ms_per_image": stage_ms,
         "throughput": throughput,
