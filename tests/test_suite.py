@@ -121,9 +121,14 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     stamp = checkpoints[0].stat().st_mtime_ns
     shards = sorted((tmp_path / "runs").glob("*/*/*/*/predictions/shard-*.jsonl"))
     sizes = [s.stat().st_size for s in shards]
+    first_training = json.loads((report.parent / "index.json").read_text())["training"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "2 checkpoint(s), 1 cached, 1 job(s)" in err  # only the ghost is tried again
+    training = json.loads((report.parent / "index.json").read_text())["training"]
+    mean = [k for k in training if training[k]["model"] == "mean-pose"]
+    assert mean and all(training[k]["cached"] and training[k]["seconds"] == first_training[k]["seconds"] > 0
+                        for k in mean)  # a cached checkpoint keeps the training time it took
     assert checkpoints[0].stat().st_mtime_ns == stamp
     assert [s.stat().st_size for s in shards] == sizes
     with pytest.raises(SuiteError, match="another synthetic benchmark than preset 'quick'"):

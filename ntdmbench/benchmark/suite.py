@@ -561,6 +561,8 @@ class SuiteRun:
                 if Path(job.checkpoint).is_file():
                     status["sha256"] = sha256_file(job.checkpoint)
                     side = Path(job.checkpoint).with_suffix(".json")
+                    if status["cached"] and side.is_file():  # report the training time it once took
+                        status["seconds"] = json.loads(side.read_text()).get("seconds", 0.0)
                     if self.dist.is_main and not status["cached"]:
                         write_json(side, {"model": job.model, "args": job.args, "dataset": job.dataset,
                                           "root": job.root, "seed": self.suite.seed, "key": job.key,
