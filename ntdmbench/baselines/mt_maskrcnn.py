@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ntdmbench.baselines import bins
-from ntdmbench.baselines.resnet import coerce_numbers, load_torchvision_resnet
+from ntdmbench.baselines.resnet import load_torchvision_resnet
 from ntdmbench.baselines.sgd_loop import train_epochs
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
-from ntdmbench.models.predictor import BasePredictor, Capability
+from ntdmbench.models.predictor import BasePredictor, Capability, coerce_numbers
 
 
 class PoseMaskRCNN(nn.Module):

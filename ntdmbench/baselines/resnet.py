@@ -18,7 +18,7 @@ runs can use small networks; the checkpoint fixes them (``load`` rebuilds the ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,19 +32,12 @@ from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
 from ntdmbench.models.inputs import image_batch
-from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
-
-
-def coerce_numbers(settings) -> None:
-    """Make a dataclass's ``int`` and ``float`` fields numbers (``--model-args`` YAML reads ``1e-2`` as text)."""
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.type in ("int", "float") and not isinstance(value, bool):
-            try:
-                setattr(settings, f.name, int(value) if f.type == "int" else float(value))
-            except (TypeError, ValueError):
-                raise ValueError(f"{f.name}={value!r}: expected {'an integer' if f.type == 'int' else 'a number'}"
-                                 ) from None
+from ntdmbench.models.predictor import (
+    BasePredictor,
+    Capability,
+    InputSpec,
+    coerce_numbers,
+)
 
 
 def load_torchvision_resnet(net: nn.Module, path: str | Path, depth: int) -> None:

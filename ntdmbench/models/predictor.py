@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
@@ -30,6 +30,19 @@ class InputSpec:
     needs_category: bool = False  # e.g. NeMo scored with the GT category's mesh
     needs_box: bool = False
 
+
+def coerce_numbers(settings) -> None:
+    """Make a dataclass's ``int`` and ``float`` fields (optional ones too) numbers: ``--model-args`` and
+    suite YAML read ``1e-3`` as text."""
+    for f in fields(settings):
+        kind = f.type.removesuffix(" | None") if isinstance(f.type, str) else None
+        value = getattr(settings, f.name)
+        if kind in ("int", "float") and value is not None and not isinstance(value, bool):
+            try:
+                setattr(settings, f.name, int(value) if kind == "int" else float(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"{f.name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}"
+                                 ) from None
 
 @runtime_checkable
 class Predictor(Protocol):

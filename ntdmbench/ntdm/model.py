@@ -44,7 +44,12 @@ from ntdmbench.models.backbone import FeatureNet
 from ntdmbench.models.camera import Camera
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.meshes import read_off
-from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
+from ntdmbench.models.predictor import (
+    BasePredictor,
+    Capability,
+    InputSpec,
+    coerce_numbers,
+)
 from ntdmbench.models.render_compare import clutter_score
 from ntdmbench.models.stages import stage
 from ntdmbench.ntdm import export
@@ -134,13 +139,7 @@ class NTDMPredictor(BasePredictor):
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # --model-args YAML reads "1e-3" as a string
-            value = getattr(self, f.name)
-            if f.type in ("float", "float | None") and isinstance(value, (str, int)) and not isinstance(value, bool):
-                try:
-                    setattr(self, f.name, float(value))
-                except ValueError:
-                    raise ValueError(f"ntdm: {f.name}={value!r} is not a number") from None
+        coerce_numbers(self)
         for key in ("epochs", "batch_size", "fit_points", "fit_eval_points", "n_pos", "n_neg", "n_bg", "bank_size", "uv_stride",
                     "texture_size", "n_azimuth", "n_elevation", "n_theta"):
             if getattr(self, key) < 1:

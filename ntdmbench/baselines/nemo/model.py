@@ -34,7 +34,6 @@ NeMo's official per-category checkpoints (``official.py``), or a folder of them;
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from collections import defaultdict
@@ -56,7 +55,13 @@ from ntdmbench.baselines.nemo.official import is_official, load_official
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
 from ntdmbench.models.inputs import image_batch
-from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec, sha256_file
+from ntdmbench.models.predictor import (
+    BasePredictor,
+    Capability,
+    InputSpec,
+    coerce_numbers,
+    sha256_file,
+)
 
 FORMAT = "ntdmbench-nemo-1"
 DEFAULT_FOCAL_PX = 3000.0  # NeMo's crops: focal 1 x viewport 3000
@@ -108,13 +113,7 @@ class NeMoPredictor(BasePredictor):
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # --model-args YAML reads "1e-3" as a string
-            value = getattr(self, f.name)
-            if f.type in ("float", "float | None") and isinstance(value, (str, int)) and not isinstance(value, bool):
-                try:
-                    setattr(self, f.name, float(value))
-                except ValueError:
-                    raise ValueError(f"nemo: {f.name}={value!r} is not a number") from None
+        coerce_numbers(self)
         if self.mesh_mode not in ("single", "multi"):
             raise ValueError(f"mesh_mode must be 'single' or 'multi', got {self.mesh_mode!r}")
         for key in ("epochs", "batch_size", "accumulate", "steps", "mesh_vertices", "num_noise", "max_group"):
