@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from torch import nn
 from ntdmbench.baselines import bins
 from ntdmbench.baselines.resnet import load_torchvision_resnet
 from ntdmbench.baselines.sgd_loop import train_epochs
+from ntdmbench.baselines.single_network import SingleNetwork
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
@@ -194,7 +195,7 @@ def image_tensor(sample: Sample, device: str) -> torch.Tensor:
 
 
 @dataclass
-class MultiTaskMaskRCNNPredictor(BasePredictor):
+class MultiTaskMaskRCNNPredictor(SingleNetwork, BasePredictor):
     """Mask R-CNN + 41-bin pose head, trained jointly on class, box, amodal mask and pose."""
 
     name = "mt-maskrcnn"
@@ -262,21 +263,6 @@ class MultiTaskMaskRCNNPredictor(BasePredictor):
             self.mask_channels, self.weights,
         ).to(self.device)
         self._net.eval()
-
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().config().items() if k != "device"}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"arch": {k: getattr(self, k) for k in self.arch}, "net": self.net.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state["arch"].items():
-            setattr(self, key, tuple(value) if isinstance(value, list) else value)
-        self._build()
-        self.net.load_state_dict(state["net"])
 
     def _targets(self, samples: list[Sample]) -> list[dict[str, torch.Tensor]]:
         out = []

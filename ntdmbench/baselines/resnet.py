@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch import nn
 
 from ntdmbench.baselines import bins
 from ntdmbench.baselines.sgd_loop import train_epochs
+from ntdmbench.baselines.single_network import SingleNetwork
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
@@ -67,7 +68,7 @@ def build_resnet(depth: int, num_outputs: int, weights: str | Path | None = None
 
 
 @dataclass
-class _ResNetBaseline(BasePredictor):
+class _ResNetBaseline(SingleNetwork, BasePredictor):
     """Shared settings, network building, checkpoint state and the SGD training loop."""
 
     depth: int = 50
@@ -105,21 +106,6 @@ class _ResNetBaseline(BasePredictor):
     def _build(self) -> None:
         self.input_spec = InputSpec(image_size=(self.image_size, self.image_size))
         self._net = build_resnet(self.depth, self.num_outputs(), self.weights).to(self.device)
-
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().config().items() if k != "device"}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"arch": {k: getattr(self, k) for k in self.arch}, "net": self.net.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state["arch"].items():
-            setattr(self, key, tuple(value) if isinstance(value, list) else value)
-        self._build()
-        self.net.load_state_dict(state["net"])
 
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str | None = None,
             seed: int = 0, progress: bool = True) -> None:

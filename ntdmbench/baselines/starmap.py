@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ntdmbench.baselines.horn import horn_similarity
+from ntdmbench.baselines.single_network import SingleNetwork
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import DataError, Prediction, Sample
 from ntdmbench.models.camera import Camera, angles_from_rotation
@@ -300,7 +301,7 @@ def viewpoint_from_maps(maps: torch.Tensor, threshold: float = 0.05, max_peaks: 
 
 
 @dataclass
-class StarMapPredictor(BasePredictor):
+class StarMapPredictor(SingleNetwork, BasePredictor):
     """StarMap: stacked hourglass for the StarMap heatmap, canonical-view features and depth; viewpoint
     by Horn's weighted similarity alignment of the lifted peaks (keypoints projected from the CAD models)."""
 
@@ -357,23 +358,8 @@ class StarMapPredictor(BasePredictor):
         self.net = HourglassNet(self.stacks, self.modules, self.features, self.hourglass_depth).to(self.device)
         self.net.eval()
 
-    def config(self) -> dict[str, Any]:
-        return {k: v for k, v in super().config().items() if k != "device"}
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "deviations": list(DEVIATIONS)}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"arch": {k: getattr(self, k) for k in self.arch}, "net": self.net.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state["arch"].items():
-            setattr(self, key, value)
-        self._build()
-        self.net.load_state_dict(state["net"])
 
     def _norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self.input_spec
