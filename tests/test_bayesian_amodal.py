@@ -14,17 +14,9 @@ from ntdmbench.baselines.bayesian_amodal import (
     vmf_kernels,
 )
 from ntdmbench.datasets.catalog import load_dataset
-from ntdmbench.datasets.synthetic.generate import generate
 
 TINY = {"backbone": "resnet18", "layer": 2, "input_size": (32, 64), "backbone_epochs": 1, "batch_size": 4,
         "vc_num": 8, "kappa": 20.0, "mixtures": 2, "em_iterations": 2, "vmf_iterations": 5}
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, "smoke", seed=0)
-    return out / "pascal3d"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from ntdmbench.baselines.nemo.inference import (
 from ntdmbench.benchmark.metrics import pose_error
 from ntdmbench.benchmark.training import Resume
 from ntdmbench.datasets.catalog import load_dataset
-from ntdmbench.datasets.synthetic.generate import generate
 from ntdmbench.models import render_compare as rc
 from ntdmbench.models.camera import angles_from_rotation, rotation_matrix
 from ntdmbench.models.meshes import cuboid
@@ -116,13 +115,6 @@ def test_fit_category_searches_refines_and_masks():
 
 TINY = {"checkpoint_every_s": 0, "backbone_depth": 18, "epochs": 2, "batch_size": 2, "lr": 1e-3, "accumulate": 1, "max_group": 4,
         "mesh_vertices": 100, "n_azimuth": 4, "n_elevation": 1, "n_theta": 1, "steps": 4}
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, "smoke", seed=0)
-    return out / "pascal3d"
 
 
 def trained(smoke, resume=None, categories=("car",), **overrides):

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from ntdmbench.benchmark.training import Resume
 from ntdmbench.datasets.catalog import load_dataset
-from ntdmbench.datasets.synthetic.generate import generate
 from ntdmbench.models.camera import Camera
 from ntdmbench.models.meshes import read_obj
 from ntdmbench.models.registry import build_model
@@ -22,13 +21,6 @@ from ntdmbench.ntdm.training import blended_logits
 TINY = dict(backbone_depth=18, template_level=2, mlp_hidden=32, mlp_layers=3, fit_iters=4, fit_lr=0.02,  # noqa: C408
             fit_points=100, fit_eval_points=100, texture_size=8, epochs=2, batch_size=4, lr=1e-3, n_pos=32, n_neg=64, n_class_neg=32,
             n_bg=4, bank_size=64, uv_stride=4, n_azimuth=4, n_elevation=1, n_theta=1, steps=3)
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, "smoke", seed=0)
-    return out / "pascal3d"
 
 
 def trained(smoke, resume=None, **overrides):

@@ -8,19 +8,11 @@ from ntdmbench.baselines import starmap as S
 from ntdmbench.benchmark.metrics import pose_error
 from ntdmbench.datasets.catalog import load_dataset
 from ntdmbench.datasets.records import Sample
-from ntdmbench.datasets.synthetic.generate import generate
 from ntdmbench.models.camera import angles_from_rotation, rotation_matrix
 from ntdmbench.models.meshes import Mesh
 
 TINY = {"stacks": 2, "features": 16, "modules": 1, "hourglass_depth": 2, "input_size": 32, "keypoints": 8,
         "epochs": 1, "batch_size": 4, "optimizer": "adam", "lr": 1e-3}
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, "smoke", seed=0)
-    return out / "pascal3d"
 
 
 def keypoint_batch(targets):
