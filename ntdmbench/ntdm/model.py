@@ -298,16 +298,16 @@ class NTDMPredictor(BasePredictor):
         principal = torch.tensor([[size[1] / 2 / stride, size[0] / 2 / stride]] * B, device=features.device)
         focal_t = torch.full((B,), focal / stride, device=features.device)
         clut = clutter_score(features, self.bank.features.to(features)) if self.use_background else None
-        rows_of = {c: list(range(B)) for c in self.models}
+        names = list(self.models)
+        rows_of = {c: list(range(B)) for c in names}
         starts = {}
         if self.class_topk and self.class_topk < len(self.models):
             with stage("init_search"):
                 starts = {c: search_starts(m, features, clut, valid, principal, focal_t, settings)
                           for c, m in self.models.items()}
             start_losses = torch.stack([starts[c][2] for c in self.models], 1)
-            keep = start_losses.topk(self.class_topk, dim=1, largest=False).indices
-            names = list(self.models)
-            rows_of = {c: [b for b in range(B) if names.index(c) in keep[b].tolist()] for c in names}
+            keep = start_losses.topk(self.class_topk, dim=1, largest=False).indices.tolist()
+            rows_of = {c: [b for b in range(B) if j in keep[b]] for j, c in enumerate(names)}
         fits, losses = {}, torch.full((B, len(self.models)), math.inf)
         for j, (c, model) in enumerate(self.models.items()):
             rows = torch.tensor(rows_of[c], dtype=torch.long)
@@ -318,7 +318,6 @@ class NTDMPredictor(BasePredictor):
                                principal[rows], focal_t[rows], settings, start)
             fits[c] = (rows, fit)
             losses[rows, j] = fit.loss.cpu()
-        names = list(self.models)
         predicted = [names[int(i)] for i in losses.argmin(1)]
         out = {}
         with stage("scoring"):
