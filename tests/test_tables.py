@@ -162,3 +162,9 @@ def test_plots_keep_one_colour_per_model_and_legend_every_model(tmp_path, monkey
     assert len({next(iter(c)) for c in drawn.values()}) == len(drawn) == 3  # and models differ
     assert "C" in drawn and not [l for l in axes[2].get_lines() if l.get_label() == "C"]  # pose-only: no top-1 line
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["C", "A", "B"]
+
+
+def test_latex_escape_sets_greek_letters_and_their_subscripts_as_math():
+    assert tables.latex_escape("single α_b") == r"single $\alpha_{b}$"  # Table 3's row, as the paper sets it
+    assert tables.latex_escape("Acc@π/6 (%)") == r"Acc@$\pi$/6 (\%)"
+    assert tables.latex_escape("w/o BG_2 & more") == r"w/o BG\_2 \& more"

@@ -17,6 +17,7 @@ import csv
 import html
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,12 +211,20 @@ def to_markdown(table: TableData) -> str:
 # --- LaTeX ----------------------------------------------------------------------------------------
 
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                  "α": r"$\alpha$", "β": r"$\beta$", "π": r"$\pi$"}
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+_GREEK = {"α": r"\alpha", "β": r"\beta", "π": r"\pi"}
+_GREEK_SYMBOL = re.compile(r"([αβπ])(?:_([A-Za-z0-9]+))?")  # a Greek letter and its subscript: "α_b"
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    """Escape LaTeX's special characters; a Greek letter (with a ``_x`` subscript) becomes math: ``$\\alpha_{b}$``."""
+    out, pos = [], 0
+    for m in _GREEK_SYMBOL.finditer(text):
+        out += [_LATEX_SPECIAL.get(ch, ch) for ch in text[pos:m.start()]]
+        out.append(f"${_GREEK[m.group(1)]}" + (f"_{{{m.group(2)}}}" if m.group(2) else "") + "$")
+        pos = m.end()
+    out += [_LATEX_SPECIAL.get(ch, ch) for ch in text[pos:]]
+    return "".join(out)
 
 
 def _latex_cell(table: TableData, row: RowData, metric: str, column: str, rank_of: dict) -> str:
