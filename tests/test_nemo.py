@@ -15,7 +15,7 @@ from ntdmbench.baselines.nemo.inference import (
     fit_category,
 )
 from ntdmbench.benchmark.metrics import pose_error
-from ntdmbench.benchmark.training import Resume
+from ntdmbench.models.training import Resume
 from ntdmbench.datasets.catalog import load_dataset
 from ntdmbench.models import render_compare as rc
 from ntdmbench.models.camera import angles_from_rotation, rotation_matrix
@@ -118,7 +118,7 @@ TINY = {"checkpoint_every_s": 0, "backbone_depth": 18, "epochs": 2, "batch_size"
 
 
 def trained(smoke, resume=None, categories=("car",), **overrides):
-    model = build_model("nemo", **{**TINY, **overrides})
+    model = build_model("nemo", {**TINY, **overrides})
     model.fit(load_dataset("pascal3d/train", smoke), categories=list(categories), resume=resume, seed=0,
               progress=False)
     return model
@@ -158,7 +158,7 @@ def test_predictions_checkpoint_round_trip_and_describe(smoke, tmp_path):
         assert p.extra["pose_category"] == s.category and p.has_pose
         assert p.inmodal_mask.shape == s.load_image().shape[:2] and p.inmodal_mask.dtype == bool
     sha = model.save(tmp_path / "nemo.pth")
-    loaded = build_model("nemo", steps=4, n_azimuth=4, n_elevation=1, n_theta=1)
+    loaded = build_model("nemo", {"steps": 4, "n_azimuth": 4, "n_elevation": 1, "n_theta": 1})
     loaded.load(tmp_path / "nemo.pth")
     assert loaded.checkpoint_sha256 == sha and loaded.backbone_depth == 18
     again = loaded.predict(samples)
@@ -172,15 +172,15 @@ def test_training_needs_the_cad_folder(tmp_path):
     from ntdmbench.datasets.base import InMemoryDataset
 
     with pytest.raises(ValueError, match="CAD"):
-        build_model("nemo", **TINY).fit(InMemoryDataset([]), categories=["car"], progress=False)
+        build_model("nemo", TINY).fit(InMemoryDataset([]), categories=["car"], progress=False)
 
 
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(ValueError, match="mesh_mode"):
-        build_model("nemo", mesh_mode="triple")
+        build_model("nemo", {"mesh_mode": "triple"})
     with pytest.raises(ValueError, match="lr='fast'"):
-        build_model("nemo", lr="fast")
-    assert build_model("nemo", lr="1e-3").lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
+        build_model("nemo", {"lr": "fast"})
+    assert build_model("nemo", {"lr": "1e-3"}).lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
 
 
 def test_score_renderer_equals_the_dot_with_the_rendered_feature_map():
@@ -213,7 +213,7 @@ def test_per_category_checkpoints_merge_into_the_all_category_model(smoke, tmp_p
     together = trained(smoke, categories=("car", "sofa"), epochs=1).state_dict()["categories"]
     for c in ("car", "sofa"):
         trained(smoke, categories=(c,), epochs=1).save(tmp_path / f"{c}.pth")
-    merged = build_model("nemo", **TINY)
+    merged = build_model("nemo", TINY)
     merged.merge([tmp_path / "car.pth", tmp_path / "sofa.pth"])
     assert set(merged.models) == {"car", "sofa"}
     for c in ("car", "sofa"):

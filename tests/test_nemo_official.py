@@ -49,7 +49,7 @@ def test_original_layout_loads_and_predicts(tmp_path):
     path = tmp_path / "saved_model_car_799.pth"
     torch.save({"state": state, "memory": memory, "timestamp": 1600000000, "args": args}, path)
 
-    model = build_model("nemo", mesh_root=str(tmp_path / "CAD_single"), **FAST)
+    model = build_model("nemo", {"mesh_root": str(tmp_path / "CAD_single"), **FAST})
     model.load(path)
     car = model.models["car"]
     assert model.backbone_depth == 18 and model.checkpoint_sha256
@@ -72,7 +72,7 @@ def test_refactor_layout_with_one_memory_tensor_and_a_folder_of_categories(tmp_p
     torch.save({"state": state, "memory": memory[0], "lr": 1e-5, "epoch": 800, "cfg": {}},
                folder / "saved_model_sofa_800.pth")
 
-    model = build_model("nemo", mesh_root=str(tmp_path / "CAD_multi"), **FAST)
+    model = build_model("nemo", {"mesh_root": str(tmp_path / "CAD_multi"), **FAST})
     model.load(folder)
     assert sorted(model.models) == ["car", "sofa"] and len(model.models["car"].banks) == 2
     assert model.mesh_mode == "multi"
@@ -89,10 +89,10 @@ def test_mismatched_meshes_or_missing_category_are_clear_errors(tmp_path):
     path = tmp_path / "model_800.pth"
     torch.save({"state": state, "memory": memory, "timestamp": 0, "args": argparse.Namespace(type_="car")}, path)
     with pytest.raises(DataError, match="CAD_single or CAD_multi"):
-        build_model("nemo", mesh_root=str(tmp_path / "CAD_single")).load(path)
+        build_model("nemo", {"mesh_root": str(tmp_path / "CAD_single")}).load(path)
     torch.save({"state": state, "memory": memory, "timestamp": 0, "args": None}, path)
     with pytest.raises(DataError, match="category=NAME"):
-        build_model("nemo", mesh_root=str(tmp_path / "CAD_single")).load(path)
+        build_model("nemo", {"mesh_root": str(tmp_path / "CAD_single")}).load(path)
 
 
 def test_backbone_depth_from_state_keys():

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ntdmbench.benchmark.training import Resume
+from ntdmbench.models.training import Resume
 from ntdmbench.datasets.catalog import load_dataset
 from ntdmbench.models.camera import Camera
 from ntdmbench.models.meshes import read_obj
@@ -24,7 +24,7 @@ TINY = dict(backbone_depth=18, template_level=2, mlp_hidden=32, mlp_layers=3, fi
 
 
 def trained(smoke, resume=None, **overrides):
-    model = build_model("ntdm", **{**TINY, **overrides})
+    model = build_model("ntdm", {**TINY, **overrides})
     model.fit(load_dataset("pascal3d/train", smoke), categories=["car", "sofa"], resume=resume, seed=0,
               progress=False)
     return model
@@ -72,7 +72,7 @@ def test_checkpoint_holds_everything_for_inference(model, samples, tmp_path):
     assert state["categories"]["car"]["texture"].shape == (7, 128, 8, 8)
     preds = model.predict(samples)
     sha = model.save(tmp_path / "ntdm.pth")
-    loaded = build_model("ntdm", steps=3, n_azimuth=4, n_elevation=1, n_theta=1)  # architecture from the file
+    loaded = build_model("ntdm", {"steps": 3, "n_azimuth": 4, "n_elevation": 1, "n_theta": 1})  # architecture from the file
     loaded.load(tmp_path / "ntdm.pth")
     assert loaded.checkpoint_sha256 == sha and loaded.template_level == 2 and loaded.texture_size == 8
     again = loaded.predict(samples)
@@ -166,11 +166,11 @@ def test_training_needs_the_cad_folder_and_bad_settings_fail(tmp_path):
     from ntdmbench.datasets.base import InMemoryDataset
 
     with pytest.raises(ValueError, match="CAD"):
-        build_model("ntdm", **TINY).fit(InMemoryDataset([]), categories=["car"], progress=False)
+        build_model("ntdm", TINY).fit(InMemoryDataset([]), categories=["car"], progress=False)
     with pytest.raises(ValueError, match="latent_init"):
-        build_model("ntdm", latent_init="zeros")
+        build_model("ntdm", {"latent_init": "zeros"})
     with pytest.raises(ValueError, match="lr='fast'"):
-        build_model("ntdm", lr="fast")
-    assert build_model("ntdm", lr="1e-3").lr == 1e-3
+        build_model("ntdm", {"lr": "fast"})
+    assert build_model("ntdm", {"lr": "1e-3"}).lr == 1e-3
     with pytest.raises(RuntimeError, match="no trained model"):
         build_model("ntdm").predict([])

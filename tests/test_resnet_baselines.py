@@ -7,7 +7,7 @@ import torch
 from toy_data import make_samples
 
 from ntdmbench.baselines.resnet import ResNetClassPredictor, ResNetPosePredictor
-from ntdmbench.benchmark.training import Resume
+from ntdmbench.models.training import Resume
 from ntdmbench.datasets.base import InMemoryDataset
 from ntdmbench.datasets.records import CATEGORIES
 from ntdmbench.models.registry import build_model
@@ -90,8 +90,8 @@ def test_training_is_deterministic_and_a_resumed_run_ends_the_same(toy, tmp_path
 
 
 def test_registered_names_and_describe():
-    pose = build_model("resnet50-pose", **TINY)
-    cls = build_model("resnet50-class", **TINY)
+    pose = build_model("resnet50-pose", TINY)
+    cls = build_model("resnet50-class", TINY)
     assert pose.describe()["capabilities"] == ["pose"] and cls.describe()["capabilities"] == ["class"]
     assert pose.describe()["config"]["decoder"] == "centre" and "device" not in pose.describe()["config"]
     assert ResNetPosePredictor().depth == 50 and ResNetPosePredictor().input_spec.image_size == (256, 256)

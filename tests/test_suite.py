@@ -11,7 +11,9 @@ from PIL import Image
 from ntdmbench.benchmark.cli import main
 from ntdmbench.benchmark.distributed import Dist
 from ntdmbench.benchmark.store import read_jsonl
-from ntdmbench.benchmark.suite import SuiteError, ensure_data, load_suite, suite_names, training_key
+from ntdmbench.benchmark.suites.data import ensure_data
+from ntdmbench.benchmark.suites.schema import SuiteError, load_suite, suite_names
+from ntdmbench.benchmark.suites.training import training_key
 from ntdmbench.reports import tables
 
 PAPER_MODELS = {"resnet50-pose", "starmap", "nemo", "bayesian-amodal", "resnet50-class", "mt-maskrcnn", "ntdm"}

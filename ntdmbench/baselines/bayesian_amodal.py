@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import Prediction, Sample
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec

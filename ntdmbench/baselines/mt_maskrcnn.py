@@ -36,7 +36,7 @@ from ntdmbench.baselines import bins
 from ntdmbench.baselines.resnet import load_torchvision_resnet
 from ntdmbench.baselines.sgd_loop import train_epochs
 from ntdmbench.baselines.single_network import SingleNetwork
-from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
 from ntdmbench.models.predictor import BasePredictor, Capability, coerce_numbers

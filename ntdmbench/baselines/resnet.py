@@ -29,7 +29,7 @@ from torch import nn
 from ntdmbench.baselines import bins
 from ntdmbench.baselines.sgd_loop import train_epochs
 from ntdmbench.baselines.single_network import SingleNetwork
-from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
 from ntdmbench.models.backbone import RESNETS
 from ntdmbench.models.inputs import image_batch

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ntdmbench.benchmark.training import Resume
+from ntdmbench.models.training import Resume
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import Sample
 

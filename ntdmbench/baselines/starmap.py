@@ -48,7 +48,7 @@ from torch import nn
 
 from ntdmbench.baselines.horn import horn_similarity
 from ntdmbench.baselines.single_network import SingleNetwork
-from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import DataError, Prediction, Sample
 from ntdmbench.models.camera import Camera, angles_from_rotation
 from ntdmbench.models.meshes import Mesh, read_off

@@ -18,7 +18,7 @@ from ntdmbench.datasets.records import DataError
 from ntdmbench.registry import UnknownNameError
 
 # Modules exposing ``register(subparsers)`` for their own subcommands.
-COMMAND_MODULES: list[str] = ["ntdmbench.datasets.cli", "ntdmbench.benchmark.training", "ntdmbench.benchmark.suite",
+COMMAND_MODULES: list[str] = ["ntdmbench.datasets.cli", "ntdmbench.benchmark.train", "ntdmbench.benchmark.suites.cli",
                                "ntdmbench.benchmark.timing", "ntdmbench.reports.cli"]
 
 
@@ -76,6 +76,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     from ntdmbench.benchmark.metrics import METRICS
+    from ntdmbench.benchmark.suites.schema import suite_names
     from ntdmbench.datasets.catalog import DATASETS
     from ntdmbench.models.registry import MODELS
 
@@ -84,7 +85,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         "datasets": DATASETS.names(),
         "metrics": [f"{m.name}  ({m.task}, {m.unit}, {'higher' if m.higher_is_better else 'lower'} is better)"
                     for m in METRICS.values()],
-        "suites": _suite_names(),
+        "suites": suite_names(),
     }
     for name, items in sections.items():
         if args.what in (None, name):
@@ -92,12 +93,6 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             for item in items:
                 print(f"  {item}")
     return 0
-
-
-def _suite_names() -> list[str]:
-    """Suites are the YAML files shipped in ``ntdmbench/benchmark/suites/``."""
-    folder = Path(__file__).with_name("suites")
-    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

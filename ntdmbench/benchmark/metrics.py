@@ -1,6 +1,7 @@
 """The paper's metrics, with every convention written down once.
 
-- Rotation: ``R(a, e, theta) = Rz(theta) Rx(-(pi/2 - e)) Rz(-a)`` on radians (PASCAL3D+, NeMo, StarMap).
+- Rotation: ``R(a, e, theta) = Rz(theta) Rx(-(pi/2 - e)) Rz(-a)`` on radians (PASCAL3D+, NeMo, StarMap),
+  from ``models/rotation.py``, the one definition the camera and the scorer share.
 - Rotation error: the geodesic angle of ``R_pred^T R_gt`` in radians; equal to
   ``||logm(R_pred^T R_gt)||_F / sqrt(2)`` but finite at 180 degrees.
 - A missing, NaN or failed prediction scores error pi, IoU 0 and a wrong class.
@@ -19,46 +20,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import stats
 
+from ntdmbench.models.rotation import array_module, rotation_matrix
+
 PI_6 = math.pi / 6
 PI_18 = math.pi / 18
-
-
-def _xp(x: Any):
-    """numpy or torch, whichever the input belongs to."""
-    if type(x).__module__.startswith("torch"):
-        import torch
-
-        return torch
-    return np
-
-
-def _stack_matrix(xp, rows: list[list[Any]]):
-    if xp is np:
-        return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)
-    return xp.stack([xp.stack(r, dim=-1) for r in rows], dim=-2)
-
-
-def _rz(xp, phi):
-    c, s, zero, one = xp.cos(phi), xp.sin(phi), xp.zeros_like(phi), xp.ones_like(phi)
-    return _stack_matrix(xp, [[c, -s, zero], [s, c, zero], [zero, zero, one]])
-
-
-def _rx(xp, phi):
-    c, s, zero, one = xp.cos(phi), xp.sin(phi), xp.zeros_like(phi), xp.ones_like(phi)
-    return _stack_matrix(xp, [[one, zero, zero], [zero, c, -s], [zero, s, c]])
-
-
-def rotation_matrix(azimuth, elevation, theta):
-    """``Rz(theta) Rx(-(pi/2 - e)) Rz(-a)`` for angles in radians; any (broadcastable) batch shape.
-
-    numpy in, numpy out (float64); torch in, torch out (differentiable).
-    """
-    xp = next((_xp(v) for v in (azimuth, elevation, theta) if _xp(v) is not np), np)
-    if xp is np:
-        a, e, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (azimuth, elevation, theta)))
-    else:
-        a, e, t = xp.broadcast_tensors(*(xp.as_tensor(v) for v in (azimuth, elevation, theta)))
-    return _rz(xp, t) @ _rx(xp, -(math.pi / 2 - e)) @ _rz(xp, -a)
 
 
 def rotation_error(R_pred, R_gt):
@@ -67,7 +32,7 @@ def rotation_error(R_pred, R_gt):
     ``atan2(sin, cos)`` of the relative rotation is accurate near 0 and exactly pi at 180 degrees,
     where the ``logm`` form goes complex and the ``arccos`` form loses precision.
     """
-    xp = _xp(R_pred)
+    xp = array_module(R_pred)
     M = xp.swapaxes(R_pred, -1, -2) @ R_gt if xp is np else R_pred.transpose(-1, -2) @ R_gt
     cos = (M[..., 0, 0] + M[..., 1, 1] + M[..., 2, 2] - 1.0) / 2.0
     skew = [M[..., 2, 1] - M[..., 1, 2], M[..., 0, 2] - M[..., 2, 0], M[..., 1, 0] - M[..., 0, 1]]

@@ -6,7 +6,6 @@ shard. A sample whose loading or prediction raises becomes a failure record and 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import time
@@ -21,6 +20,7 @@ from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.catalog import load_dataset
 from ntdmbench.datasets.records import Prediction, Sample
 from ntdmbench.models.predictor import Predictor
+from ntdmbench.models.registry import build_model
 
 log = logging.getLogger("ntdmbench")
 
@@ -55,23 +55,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_model(cfg: RunConfig) -> Predictor:
-    from ntdmbench.models.registry import MODELS
-
-    factory = MODELS.get(cfg.model)
-    kwargs = dict(cfg.model_args)
-    params = inspect.signature(factory).parameters
-    if "device" in params and "device" not in kwargs:
-        kwargs["device"] = cfg.device
-    try:
-        model = factory(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"model {cfg.model!r}: bad --model-args {kwargs}: {exc}") from None
-    if cfg.checkpoint:
-        model.load(cfg.checkpoint)
-    return model
 
 
 def selected_ids(dataset: Dataset, limit: int | None, categories: Sequence[str] | None = None) -> list[str]:
@@ -169,7 +152,7 @@ def run(cfg: RunConfig, rank: int = 0, world: int = 1, dataset: Dataset | None =
         model: Predictor | None = None) -> RunResult:
     seed_everything(cfg.seed)
     dataset = dataset or load_dataset(cfg.dataset, cfg.root)
-    model = model or make_model(cfg)
+    model = model or build_model(cfg.model, cfg.model_args, device=cfg.device, checkpoint=cfg.checkpoint)
     model_desc, data_desc = model.describe(), dataset.describe()
     key = run_key({"model": model_desc, "dataset": data_desc, "model_args": cfg.model_args,
                    "precision": cfg.precision, "batch_size": cfg.batch_size, "seed": cfg.seed})

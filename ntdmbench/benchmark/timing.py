@@ -156,7 +156,7 @@ def bench(model_name: str, *, samples: Sequence[Sample], model=None, checkpoint:
     import torch
 
     from ntdmbench.benchmark import provenance
-    from ntdmbench.benchmark.runner import RunConfig, make_model
+    from ntdmbench.models.registry import build_model
     from ntdmbench.models.stages import StageTimer
 
     if warmup < 0 or iters < 1 or max_batch < 1:
@@ -166,8 +166,7 @@ def bench(model_name: str, *, samples: Sequence[Sample], model=None, checkpoint:
         if progress:
             print(f"[bench {model_name}] {message}", file=sys.stderr, flush=True)
 
-    model = model or make_model(RunConfig(model=model_name, dataset="", device=device, checkpoint=checkpoint,
-                                          model_args=dict(model_args or {})))
+    model = model or build_model(model_name, model_args, device=device, checkpoint=checkpoint)
     clock = Clock(device)
     offset = 0
 

@@ -23,8 +23,8 @@ from typing import Sequence
 
 import torch
 
-from ntdmbench.benchmark import metrics
 from ntdmbench.datasets.records import Pose
+from ntdmbench.models import rotation
 
 AXIS_MAP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
 """``A``: PASCAL (x, y, z) -> PyTorch3D (x, z, -y), as NeMo's ``pre_process_mesh_pascal``."""
@@ -50,8 +50,8 @@ def _angles(*values) -> list[torch.Tensor]:
 
 
 def rotation_matrix(azimuth, elevation, theta) -> torch.Tensor:
-    """``Rz(theta) Rx(-(pi/2 - e)) Rz(-a)`` as a tensor, shape ``(..., 3, 3)``: the scoring convention itself."""
-    return metrics.rotation_matrix(*_angles(azimuth, elevation, theta))
+    """``Rz(theta) Rx(-(pi/2 - e)) Rz(-a)`` as a tensor, shape ``(..., 3, 3)``: ``models/rotation.py``, as scored."""
+    return rotation.rotation_matrix(*_angles(azimuth, elevation, theta))
 
 
 def angles_from_rotation(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,9 +9,13 @@ import enum
 import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, runtime_checkable
 
+from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import Prediction, Sample
+
+if TYPE_CHECKING:  # torch stays off the import path of listing models
+    from ntdmbench.models.training import Resume
 
 
 class Capability(str, enum.Enum):
@@ -44,13 +48,18 @@ def coerce_numbers(settings) -> None:
                 raise ValueError(f"{f.name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}"
                                  ) from None
 
+
 @runtime_checkable
 class Predictor(Protocol):
     name: str
     capabilities: frozenset[Capability]
     input_spec: InputSpec
 
-    def fit(self, dataset, **kwargs) -> None: ...
+    def fit(self, dataset: Dataset, *, categories: Sequence[str], resume: Resume | None = None,
+            device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
+        """Train on the samples of ``categories``; keep a resumable state in ``resume``
+        (``models/training.py``). Models with nothing to train raise ``NotImplementedError``."""
+        ...
 
     def predict(self, batch: Sequence[Sample]) -> list[Prediction]: ...
 
@@ -83,7 +92,8 @@ class BasePredictor:
     paper: ClassVar[str] = ""
     checkpoint_sha256: str | None = field(default=None, init=False, repr=False)
 
-    def fit(self, dataset, **kwargs) -> None:
+    def fit(self, dataset: Dataset, *, categories: Sequence[str], resume: Resume | None = None,
+            device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
         raise NotImplementedError(f"model {self.name!r} has nothing to train")
 
     def predict(self, batch: Sequence[Sample]) -> list[Prediction]:

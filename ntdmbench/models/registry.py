@@ -3,12 +3,14 @@ no model code; outside packages add theirs through the ``ntdmbench.models`` entr
 in-process with ``@MODELS.register("name")``.
 
 An entry is a class (or factory) called with keyword arguments (``--model-args``) that returns a
-``Predictor``.
+``Predictor``; ``build_model`` is the one place that calls it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from ntdmbench.models.predictor import Predictor
 from ntdmbench.registry import Registry
@@ -29,5 +31,20 @@ for _name, _target in {
     MODELS.register(_name, _target)
 
 
-def build_model(name: str, **kwargs: Any) -> Predictor:
-    return MODELS.get(name)(**kwargs)
+def build_model(name: str, args: Mapping[str, Any] | None = None, *, device: str | None = None,
+                checkpoint: str | Path | None = None) -> Predictor:
+    """The registered model ``name`` built with ``args`` (``--model-args``), then loaded from ``checkpoint``.
+
+    ``device`` reaches the constructor when it takes one and ``args`` does not name it already.
+    """
+    factory = MODELS.get(name)
+    kwargs = dict(args or {})
+    if device is not None and "device" not in kwargs and "device" in inspect.signature(factory).parameters:
+        kwargs["device"] = device
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model {name!r}: bad --model-args {kwargs}: {exc}") from None
+    if checkpoint:
+        model.load(checkpoint)
+    return model

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import DataError, Prediction, Sample
 from ntdmbench.models.backbone import FeatureNet
 from ntdmbench.models.camera import Camera

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 FORMATS = ("md", "latex", "csv", "html")
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
+    from ntdmbench.benchmark.suites.index import SuiteIndex
     from ntdmbench.reports import tables as T
 
     tables = T.load(args.run_dir)
@@ -17,7 +17,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
         tables = [t for t in tables if t.id in args.table.split(",")]
         if not tables:
             raise ValueError(f"--table {args.table}: no such table in {args.run_dir}")
-    text = T.render(tables, args.format, title=json.loads((Path(args.run_dir) / "index.json").read_text())["title"])
+    text = T.render(tables, args.format, title=SuiteIndex.read(args.run_dir).title)
     if args.out:
         Path(args.out).write_text(text)
         print(f"written: {args.out}")

@@ -10,42 +10,42 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from ntdmbench.benchmark.suites.index import SuiteIndex
 from ntdmbench.reports import plots, tables
 
 
-def _settings(index: dict[str, Any]) -> list[str]:
+def _settings(index: SuiteIndex) -> list[str]:
     """Each row's arguments, and a warning where two rows of a table ran the same configuration."""
     lines = []
-    for tid, t in tables.ordered(index):
+    for t in index.ordered_tables():
         seen: dict[str, str] = {}
-        for r in t["rows"]:
-            args = {**r.get("args", {}), **r.get("eval_args", {})}
+        for r in t.rows:
+            args = {**r.args, **r.eval_args}
             text = ", ".join(f"{k}={v}" for k, v in sorted(args.items())) or "defaults"
-            lines.append(f"| {tid} | {r['label']} | `{r['model']}` | {text} |")
-            config = json.dumps(r.get("describe", {}).get("config"), sort_keys=True, default=str)
-            if "describe" in r and config in seen:
-                lines.append(f"| {tid} | ⚠ {r['label']} | | same configuration as {seen[config]} |")
-            seen.setdefault(config, r["label"])
+            lines.append(f"| {t.id} | {r.label} | `{r.model}` | {text} |")
+            config = json.dumps((r.describe or {}).get("config"), sort_keys=True, default=str)
+            if r.describe is not None and config in seen:
+                lines.append(f"| {t.id} | ⚠ {r.label} | | same configuration as {seen[config]} |")
+            seen.setdefault(config, r.label)
     return ["| table | row | model | arguments |", "|---|---|---|---|", *lines]
 
 
-def _timings(index: dict[str, Any]) -> list[str]:
-    t = index.get("timing_s", {})
+def _timings(index: SuiteIndex) -> list[str]:
+    t = index.timing_s
     wall = (f"- wall time: data {t.get('data', 0):.0f} s, training {t.get('training', 0):.0f} s, "
             f"prediction and scoring {t.get('prediction', 0):.0f} s, "
             f"total {t.get('total_before_report', 0):.0f} s before this report")
     lines = [wall]
-    for key, s in index.get("training", {}).items():
-        state = "failed" if s.get("error") else "cached" if s.get("cached") else f"{s['seconds']:.0f} s"
-        lines.append(f"- training {key}: {state} (`{s['checkpoint']}`)")
-    for tid, tab in tables.ordered(index):
-        for r in tab["rows"]:
-            wall = sum(res.get("wall_s", 0.0) for res in r.get("results", {}).values())
-            if r.get("results"):
-                lines.append(f"- {tid} {r['label']}: prediction and scoring {wall:.0f} s over "
-                             f"{len(r['results'])} condition(s)")
+    for key, s in index.training.items():
+        state = "failed" if s.error else "cached" if s.cached else f"{s.seconds:.0f} s"
+        lines.append(f"- training {key}: {state} (`{s.checkpoint}`)")
+    for tab in index.ordered_tables():
+        for r in tab.rows:
+            wall = sum(res.wall_s for res in r.results.values())
+            if r.results:
+                lines.append(f"- {tab.id} {r.label}: prediction and scoring {wall:.0f} s over "
+                             f"{len(r.results)} condition(s)")
     return lines
 
 
@@ -53,18 +53,18 @@ TIMING_NOTE = ("Per-image times in the figures are in-loop medians (`samples.jso
                "timings; the two are never mixed.")
 
 
-def _header(index: dict[str, Any], data: list[tables.TableData]) -> list[str]:
+def _header(index: SuiteIndex, data: list[tables.TableData]) -> list[str]:
     """Where and how the run happened, and where its files are."""
-    prov = index.get("provenance", {})
+    prov = index.provenance
     git, device, versions = prov.get("git", {}), prov.get("device", {}), prov.get("versions", {})
     gpu = f" ({device['gpu']})" if device.get("gpu") else ""
-    limit = f"; first {index['limit']} samples per condition only" if index.get("limit") else ""
+    limit = f"; first {index.limit} samples per condition only" if index.limit else ""
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
     packages = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     tex = ", ".join(f"[{t.id}.tex](tables/{t.id}.tex)" for t in data)
     return [
-        (f"Suite `{index['suite']}`, started {index['started']}, finished {index.get('finished', '?')}; data root "
-         f"`{index.get('root')}`, {index['world_size']} worker(s) on `{index['device']}`{gpu}{limit}."),
+        (f"Suite `{index.suite}`, started {index.started}, finished {index.finished or '?'}; data root "
+         f"`{index.root}`, {index.world_size} worker(s) on `{index.device}`{gpu}{limit}."),
         f"Code {git.get('commit') or 'unknown'}{dirty}; {packages}.",
         "",
         ("Everything below is built from the result files in this folder "
@@ -75,22 +75,22 @@ def _header(index: dict[str, Any], data: list[tables.TableData]) -> list[str]:
 
 def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
-    index = json.loads((run_dir / "index.json").read_text())
+    index = SuiteIndex.read(run_dir)
     data = tables.load(run_dir)
     table_dir, plot_dir = run_dir / "tables", run_dir / "plots"
     table_dir.mkdir(exist_ok=True)
     for t in data:
         (table_dir / f"{t.id}.md").write_text(tables.to_markdown(t))
         (table_dir / f"{t.id}.tex").write_text(tables.to_latex(t))
-    (run_dir / "tables.html").write_text(tables.to_html(data, index["title"]))
+    (run_dir / "tables.html").write_text(tables.to_html(data, index.title))
     (run_dir / "results.csv").write_text(tables.to_csv(data))
 
-    lines = [f"# {index['title']}", "", *_header(index, data), ""]
-    failures = index.get("failures", [])
+    lines = [f"# {index.title}", "", *_header(index, data), ""]
+    failures = index.failures
     if failures:
         lines += ["## Missing results", ""]
-        lines += [f"- **{f['row']}** ({f['stage']}{', ' + f['table'] if f.get('table') else ''}"
-                  f"{' ' + f['condition'] if f.get('condition') else ''}): {f['error']}" for f in failures]
+        lines += [f"- **{f.row}** ({f.stage}{', ' + f.table if f.table else ''}"
+                  f"{' ' + f.condition if f.condition else ''}): {f.error}" for f in failures]
         lines.append("")
     for t in data:
         lines += [tables.to_markdown(t).replace("### ", "## ", 1), ""]

@@ -25,6 +25,7 @@ from typing import Any
 from ntdmbench.benchmark.metrics import METRICS
 from ntdmbench.benchmark.scoring import summarize
 from ntdmbench.benchmark.store import read_jsonl
+from ntdmbench.benchmark.suites.index import SuiteIndex
 
 CSV_METRICS = ("acc_pi6", "acc_pi18", "median_err_deg", "amodal_iou", "top1")
 MEAN, DROP = "mean", "drop"
@@ -104,33 +105,22 @@ class TableData:
         return float(value) if value is not None else MISSING
 
 
-def ordered(index: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The index's tables in suite order (JSON objects are written with sorted keys)."""
-    return sorted(index["tables"].items(), key=lambda item: item[1].get("order", 0))
-
-
 def load(run_dir: str | Path) -> list[TableData]:
     """The tables of a suite run directory (``index.json`` and the result files it names)."""
     run_dir = Path(run_dir)
-    index_path = run_dir / "index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a suite run directory (no index.json); "
-                                f"run `ntdmbench suite run` first")
-    index = json.loads(index_path.read_text())
     tables = []
-    for tid, t in ordered(index):
+    for t in SuiteIndex.read(run_dir).ordered_tables():
         rows = []
-        for r in t["rows"]:
-            caps = r.get("capabilities")
-            row = RowData(r["id"], r["label"], r["status"], set(caps) if caps is not None else None)
-            for cond, res in r.get("results", {}).items():
-                row.metrics[cond] = json.loads((run_dir / res["metrics"]).read_text())
-                row.samples[cond] = run_dir / res["samples"]
+        for r in t.rows:
+            row = RowData(r.id, r.label, r.status, set(r.capabilities) if r.capabilities is not None else None)
+            for cond, res in r.results.items():
+                row.metrics[cond] = json.loads((run_dir / res.metrics).read_text())
+                row.samples[cond] = run_dir / res.samples
                 if row.capabilities is None:
                     row.capabilities = set(row.metrics[cond].get("tasks", []))
             rows.append(row)
-        tables.append(TableData(tid, t["title"], t["benchmark"], list(t["conditions"]), t["metrics"], rows,
-                                t.get("clean"), t.get("mean"), t.get("layout", "wide"), t.get("categories")))
+        tables.append(TableData(t.id, t.title, t.benchmark, list(t.conditions), t.metrics, rows,
+                                t.clean, t.mean, t.layout, t.categories))
     return tables
 
 

@@ -52,7 +52,7 @@ from ntdmbench.baselines.nemo.inference import (
     fit_category,
 )
 from ntdmbench.baselines.nemo.official import is_official, load_official
-from ntdmbench.benchmark.training import Resume, ids_by_category
+from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import (

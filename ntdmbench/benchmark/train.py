@@ -3,65 +3,20 @@
     ntdmbench train --model nemo --dataset pascal3d/train --root data/synth/pascal3d \\
                     --category all|car [--out CKPT] [--device cpu] [--seed 0] [--model-args k=v,...]
 
-The training contract a model implements (``Predictor.fit``)::
-
-    fit(dataset, *, categories, resume: Resume, device, seed, progress) -> None
-
-``categories`` is the list to train (per-category models train one each; joint models train on all
-samples of these categories); ``resume`` is where the model keeps a resumable state at its own
-checkpoints (``resume.save(state)`` / ``resume.load()``), so a killed ``train`` continues from there
-when rerun with the same arguments. The command then writes the final checkpoint with ``save`` and
-prints its SHA-256.
+The model's ``fit`` gets the training contract of ``models/training.py`` (a ``Resume`` beside the
+checkpoint, so a killed ``train`` continues when rerun with the same arguments); the command then
+writes the final checkpoint with ``save`` and prints its SHA-256.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import Any
 
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import CATEGORIES
-
-
-@dataclass
-class Resume:
-    """An atomically written training state next to the final checkpoint (``CKPT.resume``)."""
-
-    path: Path
-
-    @classmethod
-    def beside(cls, checkpoint: str | Path) -> "Resume":
-        checkpoint = Path(checkpoint)
-        return cls(checkpoint.with_name(checkpoint.name + ".resume"))
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def ids_by_category(dataset: Dataset, categories: Sequence[str]) -> dict[str, list[str]]:
-    """Sample ids grouped by category; ids are ``{category}/{name}`` in every adapter."""
-    out: dict[str, list[str]] = {c: [] for c in categories}
-    for sample_id in dataset.ids():
-        category = sample_id.split("/", 1)[0]
-        if category in out:
-            out[category].append(sample_id)
-    return out
+from ntdmbench.models.training import Resume
 
 
 def resolve_categories(dataset: Dataset, category: str) -> list[str]:
@@ -85,16 +40,12 @@ def train(model_name: str, dataset_name: str, root: str | None = None, category:
     """Train and save; returns the checkpoint path and its SHA-256."""
     from ntdmbench.benchmark.runner import seed_everything
     from ntdmbench.datasets.catalog import load_dataset
-    from ntdmbench.models.registry import MODELS
+    from ntdmbench.models.registry import build_model
 
     dataset = load_dataset(dataset_name, root)
     categories = resolve_categories(dataset, category)
     out = Path(out) if out else default_checkpoint(model_name, dataset_name, category)
-    factory = MODELS.get(model_name)
-    kwargs = dict(model_args or {})
-    if "device" in inspect.signature(factory).parameters:
-        kwargs.setdefault("device", device)
-    model = factory(**kwargs)
+    model = build_model(model_name, model_args, device=device)
     seed_everything(seed)
     resume = Resume.beside(out)
     model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)

@@ -1,0 +1,76 @@
+"""The suite's prediction stage: every row on every condition of its tables, through ``ntdmbench run``'s
+resumable run directories, with each result copied into the suite folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from ntdmbench.benchmark.runner import RunConfig, RunResult, run
+from ntdmbench.benchmark.store import write_json
+from ntdmbench.benchmark.suites.data import dataset_root
+from ntdmbench.benchmark.suites.index import ConditionResult, RowEntry, TrainingStatus, describe_error
+from ntdmbench.models.registry import build_model
+
+if TYPE_CHECKING:
+    from ntdmbench.benchmark.suites.run import SuiteRun
+
+
+def predict_all(suite_run: SuiteRun, training: dict[tuple[str, str], TrainingStatus]) -> None:
+    """Fill each table's rows in ``suite_run.index``; a row that cannot be built or run is a failure."""
+    suite, index = suite_run.suite, suite_run.index
+    for table in suite.tables:
+        for row_id in table.models:
+            row = suite.rows[row_id]
+            entry = RowEntry(id=row.id, label=row.label, model=row.model, args=row.args, eval_args=row.eval_args)
+            index.tables[table.id].rows.append(entry)
+            checkpoint = None
+            if row.train:
+                status = training[(row_id, table.train)]
+                index.training.setdefault(f"{row_id}@{table.train}", status)
+                if status.error:
+                    entry.status = "failed"
+                    suite_run.fail(row_id, "train", status.error, table.id)
+                    continue
+                checkpoint = status.checkpoint
+            model_args = {**row.args, **row.eval_args}
+            try:
+                model = build_model(row.model, model_args, device=suite_run.device, checkpoint=checkpoint)
+            except Exception as exc:  # noqa: BLE001
+                entry.status = "failed"
+                suite_run.fail(row_id, "build", describe_error(exc), table.id)
+                continue
+            entry.describe = model.describe()
+            entry.capabilities = entry.describe.get("capabilities")
+            for cond, dataset in table.conditions.items():
+                cfg = RunConfig(model=row.model, dataset=dataset, root=dataset_root(suite, dataset, suite_run.root),
+                                out=str(suite_run.out), batch_size=row.batch_size, device=suite_run.device,
+                                seed=suite.seed, checkpoint=checkpoint, model_args=model_args, limit=suite_run.limit,
+                                categories=table.categories, progress=suite_run.progress and suite_run.dist.is_main)
+                suite_run.log(f"{table.id}: {row.label} on {cond} ({dataset})")
+                start = time.perf_counter()
+                try:
+                    result = run(cfg, suite_run.dist.rank, suite_run.dist.world, model=model)
+                except Exception as exc:  # noqa: BLE001
+                    entry.status = "partial"
+                    suite_run.fail(row_id, "predict", describe_error(exc), table.id, cond)
+                    if suite_run.dist.is_main and os.environ.get("NTDMBENCH_DEBUG"):
+                        traceback.print_exc()
+                    continue
+                seconds = time.perf_counter() - start
+                if suite_run.dist.is_main:
+                    entry.results[cond] = _keep(suite_run, table.id, row_id, cond, result, seconds)
+
+
+def _keep(suite_run: SuiteRun, table: str, row: str, cond: str, result: RunResult, seconds: float) -> ConditionResult:
+    """Copy a run's metrics and per-sample rows into the suite (run dirs are shared between tables)."""
+    folder = suite_run.dir / "results" / table / row / cond
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "metrics.json", result.metrics)
+    shutil.copyfile(result.run_dir.file("samples.jsonl"), folder / "samples.jsonl")
+    return ConditionResult(run_dir=str(result.run_dir.path),
+                           metrics=str((folder / "metrics.json").relative_to(suite_run.dir)),
+                           samples=str((folder / "samples.jsonl").relative_to(suite_run.dir)), wall_s=seconds)
