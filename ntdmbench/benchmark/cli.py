@@ -83,7 +83,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     sections = {
         "models": MODELS.names(),
         "datasets": DATASETS.names(),
-        "metrics": [f"{m.name}  ({m.task}, {m.unit}, {'higher' if m.higher_is_better else 'lower'} is better)"
+        "metrics": [f"{m.key}  ({m.task}, {m.unit}, {'higher' if m.higher_is_better else 'lower'} is better)"
                     for m in METRICS.values()],
         "suites": suite_names(),
     }
@@ -98,7 +98,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _print_summary(summary: dict[str, Any]) -> None:
     from tabulate import tabulate
 
-    keys = [k for k in ("acc_pi6", "acc_pi18", "median_err_deg", "amodal_iou", "top1") if k in summary]
+    from ntdmbench.benchmark.metrics import METRICS
+
+    keys = [k for k in METRICS if k in summary]
     rows = [["all", summary["n"], *[summary[k] for k in keys]]]
     rows += [[c, v["n"], *[v.get(k) for k in keys]] for c, v in summary.get("per_category", {}).items()]
     print(tabulate(rows, headers=["category", "n", *keys], floatfmt=".1f"))

@@ -169,24 +169,66 @@ def paired_bootstrap(
 # --- metric catalog ---------------------------------------------------------------------------
 
 
+def _accuracy_below(threshold: float) -> tuple[Callable[[np.ndarray], float], Callable[[np.ndarray, int], tuple[float, float]]]:
+    def value(errors: np.ndarray) -> float:
+        return pose_accuracy(errors, threshold)
+
+    def interval(errors: np.ndarray, seed: int) -> tuple[float, float]:
+        return wilson_interval(int(np.sum(errors < threshold)), errors.size)
+
+    return value, interval
+
+
+def _percent_mean(values: np.ndarray) -> float:
+    return float(100.0 * values.mean())
+
+
+def _percent_mean_interval(values: np.ndarray, seed: int) -> tuple[float, float]:
+    low, high = bootstrap_interval(values, np.mean, seed=seed)
+    return (100.0 * low, 100.0 * high)
+
+
+def _share_interval(correct: np.ndarray, seed: int) -> tuple[float, float]:
+    return wilson_interval(int(np.sum(correct)), correct.size)
+
+
+def _median_interval(errors: np.ndarray, seed: int) -> tuple[float, float]:
+    return median_error_interval(errors, seed=seed)
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """What tables need to know about a metric: its task, unit and which direction is better."""
+    """Everything the harness knows about a metric, in one place: the scorer, the tables, the CSV and the
+    CLI summary loop over ``METRICS``, so a new metric is one entry.
 
-    name: str
+    ``column`` is the per-sample field of ``samples.jsonl`` it pools; ``value`` and ``interval`` (95 %,
+    seeded) take those per-sample values as an array.
+    """
+
+    key: str
     task: str  # the predictor capability it needs: pose / class / amodal
+    column: str
+    label: str  # markdown and HTML header
+    latex: str  # LaTeX header
     unit: str
     higher_is_better: bool
     description: str
+    value: Callable[[np.ndarray], float]
+    interval: Callable[[np.ndarray, int], tuple[float, float]]
 
 
 METRICS: dict[str, MetricSpec] = {
-    m.name: m
+    m.key: m
     for m in (
-        MetricSpec("acc_pi6", "pose", "%", True, "rotation error < pi/6 (strict), pooled"),
-        MetricSpec("acc_pi18", "pose", "%", True, "rotation error < pi/18 (strict), pooled"),
-        MetricSpec("median_err_deg", "pose", "deg", False, "pooled median rotation error"),
-        MetricSpec("amodal_iou", "amodal", "%", True, "mean per-object amodal mask IoU"),
-        MetricSpec("top1", "class", "%", True, "top-1 classification accuracy"),
+        MetricSpec("acc_pi6", "pose", "rot_err", "Acc@π/6 (%) ↑", r"Pose ACC $\frac{\pi}{6}$ $\uparrow$", "%", True,
+                   "rotation error < pi/6 (strict), pooled", *_accuracy_below(PI_6)),
+        MetricSpec("acc_pi18", "pose", "rot_err", "Acc@π/18 (%) ↑", r"Pose ACC $\frac{\pi}{18}$ $\uparrow$", "%", True,
+                   "rotation error < pi/18 (strict), pooled", *_accuracy_below(PI_18)),
+        MetricSpec("median_err_deg", "pose", "rot_err", "Median error (°) ↓", r"Median error ($^\circ$) $\downarrow$",
+                   "deg", False, "pooled median rotation error", median_error_deg, _median_interval),
+        MetricSpec("amodal_iou", "amodal", "amodal_iou", "Amodal IoU (%) ↑", r"Amodal Segm IoU $\uparrow$", "%", True,
+                   "mean per-object amodal mask IoU", _percent_mean, _percent_mean_interval),
+        MetricSpec("top1", "class", "class_correct", "Top-1 (%) ↑", r"Classification ACC (\%) $\uparrow$", "%", True,
+                   "top-1 classification accuracy", _percent_mean, _share_interval),
     )
 }

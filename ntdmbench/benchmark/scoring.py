@@ -57,25 +57,12 @@ def summarize(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
         "n_missing": sum(r.get("status") == "missing" for r in rows),
     }
     ci: dict[str, list[float]] = {}
-    errors = np.array([r["rot_err"] for r in rows if "rot_err" in r], dtype=np.float64)
-    if errors.size:
-        for name, thr in (("acc_pi6", M.PI_6), ("acc_pi18", M.PI_18)):
-            out[name] = M.pose_accuracy(errors, thr)
-            ci[name] = list(M.wilson_interval(int(np.sum(errors < thr)), errors.size))
-        out["median_err_deg"] = M.median_error_deg(errors)
-        ci["median_err_deg"] = list(M.median_error_interval(errors, seed=seed))
-        out["n_pose"] = int(errors.size)
-    ious = np.array([r["amodal_iou"] for r in rows if "amodal_iou" in r], dtype=np.float64)
-    if ious.size:
-        out["amodal_iou"] = float(100.0 * ious.mean())
-        ci["amodal_iou"] = [100.0 * v for v in M.bootstrap_interval(ious, np.mean, seed=seed)]
-        out["n_amodal"] = int(ious.size)
-    labels = [(r["pred_category"], r["category"]) for r in rows if "class_correct" in r]
-    if labels:
-        correct = sum(p == g for p, g in labels)
-        out["top1"] = M.top1([p for p, _ in labels], [g for _, g in labels])
-        ci["top1"] = list(M.wilson_interval(correct, len(labels)))
-        out["n_class"] = len(labels)
+    for spec in M.METRICS.values():
+        values = np.array([r[spec.column] for r in rows if spec.column in r], dtype=np.float64)
+        if values.size:
+            out[spec.key] = spec.value(values)
+            ci[spec.key] = list(spec.interval(values, seed))
+            out[f"n_{spec.task}"] = int(values.size)
     times = [r["time_s"] for r in rows if r.get("time_s") is not None and r.get("status") == "ok"]
     if times:
         out["time_per_sample_s"] = float(np.median(times))

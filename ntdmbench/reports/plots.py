@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ntdmbench.benchmark.store import read_jsonl
-from ntdmbench.reports.tables import LABELS, TableData
+from ntdmbench.benchmark.metrics import METRICS
+from ntdmbench.reports.tables import TableData
 
 LEVELS = ("L0", "L1", "L2", "L3")
 
@@ -69,7 +70,7 @@ def accuracy_vs_occlusion(table: TableData, path: Path) -> Path | None:
             if any(isinstance(y, float) for y in ys):
                 ax.plot(levels, [y if isinstance(y, float) else np.nan for y in ys], marker="o", label=row.label,
                         color=colour[row.label])
-        ax.set_title(LABELS[metric], fontsize=10)
+        ax.set_title(METRICS[metric].label, fontsize=10)
         ax.set_xlabel("occlusion level")
         ax.grid(alpha=0.3)
     if not _legend(axes):
@@ -128,7 +129,7 @@ def time_vs_accuracy(table: TableData, path: Path) -> Path | None:
         ax.annotate(label, (t, acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("median time per image (s, in the run loop)")
-    ax.set_ylabel(f"{LABELS['acc_pi6']} on {cond}")
+    ax.set_ylabel(f"{METRICS['acc_pi6'].label} on {cond}")
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"{table.id}: time vs accuracy", fontsize=10)
     return _save(fig, path)

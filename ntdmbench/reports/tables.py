@@ -27,24 +27,8 @@ from ntdmbench.benchmark.scoring import summarize
 from ntdmbench.benchmark.store import read_jsonl
 from ntdmbench.benchmark.suites.index import SuiteIndex
 
-CSV_METRICS = ("acc_pi6", "acc_pi18", "median_err_deg", "amodal_iou", "top1")
 MEAN, DROP = "mean", "drop"
 NA, MISSING = "×", "–"
-
-LABELS = {
-    "acc_pi6": "Acc@π/6 (%) ↑",
-    "acc_pi18": "Acc@π/18 (%) ↑",
-    "median_err_deg": "Median error (°) ↓",
-    "amodal_iou": "Amodal IoU (%) ↑",
-    "top1": "Top-1 (%) ↑",
-}
-LATEX_LABELS = {
-    "acc_pi6": r"Pose ACC $\frac{\pi}{6}$ $\uparrow$",
-    "acc_pi18": r"Pose ACC $\frac{\pi}{18}$ $\uparrow$",
-    "median_err_deg": r"Median error ($^\circ$) $\downarrow$",
-    "amodal_iou": r"Amodal Segm IoU $\uparrow$",
-    "top1": r"Classification ACC (\%) $\uparrow$",
-}
 
 
 @dataclass
@@ -181,8 +165,8 @@ def to_markdown(table: TableData) -> str:
         blocks = [(m, [(m, c) for c in cols]) for m in table.metrics]
     for metric, spec in blocks:
         if metric is not None:
-            lines += [f"**{LABELS[metric]}**", ""]
-        header = ["Model"] + [LABELS[m] if metric is None else _column_label(c) for m, c in spec]
+            lines += [f"**{METRICS[metric].label}**", ""]
+        header = ["Model"] + [METRICS[m].label if metric is None else _column_label(c) for m, c in spec]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join([":---"] + ["---:"] * len(spec)) + "|")
         rank_of = {(m, c): ranks(table, m, c) for m, c in spec}
@@ -241,7 +225,7 @@ def to_latex(table: TableData) -> str:
     if len(table.conditions) == 1:
         cond = table.conditions[0]
         lines += [rf"\begin{{tabular}}{{l{'c' * len(table.metrics)}}}", r"\toprule",
-                  "Setup & " + " & ".join(LATEX_LABELS[m] for m in table.metrics) + r" \\", r"\midrule"]
+                  "Setup & " + " & ".join(METRICS[m].latex for m in table.metrics) + r" \\", r"\midrule"]
         for row in table.rows:
             cells = [_latex_cell(table, row, m, cond, rank_of) for m in table.metrics]
             lines.append(latex_escape(row.label) + " & " + " & ".join(cells) + r" \\")
@@ -250,14 +234,14 @@ def to_latex(table: TableData) -> str:
         for k, m in enumerate(table.metrics):
             if k:
                 lines.append(r"\midrule")
-            lines += [LATEX_LABELS[m] + " & " + " & ".join(_latex_column(c) for c in cols) + r" \\", r"\midrule"]
+            lines += [METRICS[m].latex + " & " + " & ".join(_latex_column(c) for c in cols) + r" \\", r"\midrule"]
             for row in table.rows:
                 lines.append(latex_escape(row.label) + " & "
                              + " & ".join(_latex_cell(table, row, m, c, rank_of) for c in cols) + r" \\")
     else:
         n = len(cols)
         spec = "l" + "".join(f"{'c' * n}" for _ in table.metrics)
-        groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{LATEX_LABELS[m]}}}" for m in table.metrics)
+        groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{METRICS[m].latex}}}" for m in table.metrics)
         rules = " ".join(rf"\cmidrule(lr){{{2 + k * n}-{1 + (k + 1) * n}}}" for k in range(len(table.metrics)))
         lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", f" & {groups} \\\\", rules,
                   "Model & " + " & ".join(_latex_column(c) for _ in table.metrics for c in cols) + r" \\",
@@ -280,7 +264,7 @@ def to_csv(tables: list[TableData]) -> str:
     for table in tables:
         for row in table.rows:
             for cond in list(table.conditions) + ([MEAN] if table.mean else []):
-                for metric in CSV_METRICS:
+                for metric in METRICS:
                     value = table.cell(row, metric, cond)
                     if isinstance(value, float):
                         writer.writerow([row.id, table.benchmark, cond, metric, f"{value:.4f}"])
@@ -303,7 +287,7 @@ def to_html(tables: list[TableData], title: str = "ntdmbench tables") -> str:
     for table in tables:
         cols = table.columns() if len(table.conditions) > 1 else [table.conditions[0]]
         parts.append(f"<h2>{html.escape(table.title)}</h2><table><thead><tr><th></th>")
-        parts += [f'<th colspan="{len(cols)}">{html.escape(LABELS[m])}</th>' for m in table.metrics]
+        parts += [f'<th colspan="{len(cols)}">{html.escape(METRICS[m].label)}</th>' for m in table.metrics]
         parts.append("</tr><tr><th>Model</th>")
         parts += [f"<th>{html.escape(_column_label(c))}</th>" for _ in table.metrics for c in cols]
         parts.append("</tr></thead><tbody>")

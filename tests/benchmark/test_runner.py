@@ -15,7 +15,7 @@ from ntdmbench.benchmark.runner import RunConfig, run, score_run, shard_ids
 from ntdmbench.benchmark.store import RunDir, read_jsonl
 from ntdmbench.models.reference import OraclePredictor, RandomPredictor
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]  # the helper modules (toy_data, suite_models)
 
 
 def test_oracle_scores_perfectly(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from ntdmbench.benchmark.distributed import Dist, init_from_env, spread
 from ntdmbench.benchmark.store import read_jsonl
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]  # the helper modules (toy_data, suite_models)
 
 SUITE = """
     extends: smoke
