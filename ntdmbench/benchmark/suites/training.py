@@ -127,6 +127,10 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
             todo += [p for p in parts[job.key] if not Path(p.checkpoint).is_file()]
         else:
             todo.append(job)
+    # Every rank must spread the same list: a rank that looked later could already see a part another rank
+    # has just trained and drop it from its list, so the job would go round-robin to nobody. Rank 0's list
+    # it is (the gather also keeps every rank from training before all have looked).
+    todo = run.dist.gather(todo)[0]
     cached = sum(Path(j.checkpoint).is_file() for j in unique.values())
     run.log(f"training: {len(unique)} checkpoint(s), {cached} cached, {len(todo)} job(s) "
             f"over {run.dist.world} rank(s)")
