@@ -80,7 +80,7 @@ class CategoryModel(nn.Module):
 
 @dataclass
 class InferenceSettings:
-    """The paper's inference settings (paper §3.4, §4.1.2), the defaults of ``ntdm``'s fields of the same names;
+    """The inference settings (paper §3.4, §4.1.2), the defaults of ``ntdm``'s fields of the same names;
     ``start_chunk``, ``start_cache_mb`` and ``seed`` are internal knobs."""
 
     n_azimuth: int = 12
