@@ -1,8 +1,8 @@
 """Bayesian-Amodal (Sun, Kortylewski, Yuille, CVPR 2022): amodal segmentation with a compositional
 generative model of neural features and an outlier (occluder) process, trained on unoccluded objects.
 
-The model, as ``YihongSun/Bayesian-Amodal`` builds it (reference §8.2), on a backbone feature map
-``f(p)`` (L2-normalised per position ``p``):
+The model, as ``YihongSun/Bayesian-Amodal`` builds it (``docs/reference.md`` §Bayesian-Amodal), on a
+backbone feature map ``f(p)`` (L2-normalised per position ``p``):
 
 - vMF kernels ``mu_v`` (``vc_num``) cluster the training features (EM with a shared concentration
   ``kappa``, k-means++ start); a feature's likelihood under a distribution ``w`` over kernels is

@@ -1,7 +1,7 @@
 """Pose as classification: the published 41-bin encoding of (azimuth, elevation, theta) and its decoder.
 
 The encoding is the one of Tulsiani & Malik's ViewpointsAndKeypoints as used by StarMap and NeMo's
-``ResNetGeneral`` (reference §7). With ``v = angle / pi`` and ``B`` bins:
+``ResNetGeneral`` (``docs/reference.md`` §Pose as classification). With ``v = angle / pi`` and ``B`` bins:
 
 - azimuth (wrapped into [0, 2pi)): ``floor(v * B/2)``; bin ``k`` covers ``[k, k+1) * 2pi/B``;
 - elevation and theta (theta wrapped into (-pi, pi]): ``ceil(v * B/2 + B/2 - 1)``; bin ``k`` covers

@@ -5,10 +5,10 @@ end on classes, boxes, amodal masks and poses (§4.1.3). detectron2 cannot be in
 so this is torchvision's ``maskrcnn_resnet50_fpn`` design (ResNet-FPN backbone built by
 ``resnet_fpn_backbone``, any depth; random weights with trainable batch norm, as torchvision builds it
 without pretrained weights) plus a linear pose classifier of 3 x 41 bins (``bins``) on the box head's
-RoI representation, the arrangement of NeMo's Faster R-CNN viewpoint head (reference §7). The pose head
-trains on positive RoIs (IoU >= 0.5 with a ground-truth box, at most the box sampler's positive quota per
-image) like the mask branch, and predicts on the final box. Mask targets are the amodal masks, so the
-mask branch learns amodal segmentation.
+RoI representation, the arrangement of NeMo's Faster R-CNN viewpoint head (``docs/reference.md``
+§Pose as classification). The pose head trains on positive RoIs (IoU >= 0.5 with a ground-truth box,
+at most the box sampler's positive quota per image) like the mask branch, and predicts on the final box.
+Mask targets are the amodal masks, so the mask branch learns amodal segmentation.
 
 Prediction is for the main object: the (proposal, class) pair with the highest class probability, which
 is the top detection torchvision would return but without the score threshold, so every image gets a

@@ -1,8 +1,9 @@
 """The ResNet baselines of the paper's Tables 1-2.
 
-- ``resnet50-pose`` (NeMo's "Res50-General", reference §7): one network for all categories whose
-  ``fc`` gives 3 x 41 scores, cross-entropy per angle over the published bins (``bins``), SGD lr 0.01,
-  step 20, 90 epochs, batch 32, 256x256 input, test-time flip averaging.
+- ``resnet50-pose`` (NeMo's "Res50-General", ``docs/reference.md`` §Pose as classification): one
+  network for all categories whose ``fc`` gives 3 x 41 scores, cross-entropy per angle over the
+  published bins (``bins``), SGD lr 0.01, step 20, 90 epochs, batch 32, 256x256 input, test-time flip
+  averaging.
 - ``resnet50-class``: PyTorch's reference ImageNet classifier recipe (SGD lr 0.1, momentum 0.9, weight
   decay 1e-4, step 30, 90 epochs, batch 256, 224 input, random-resized-crop and flip), top-1 over the
   trained categories.

@@ -8,7 +8,7 @@ crop side). The viewpoint comes from the heatmap's 3x3-NMS peaks above 0.05: eac
 point is aligned to the peak lifted by its depth with Horn's weighted similarity transform (weights:
 peak scores, ``horn``), whose rotation is the camera rotation.
 
-Adapted to this benchmark (reference §8.1 is the original):
+Adapted to this benchmark (``docs/reference.md`` §StarMap describes the original):
 
 - Keypoints: PASCAL3D+'s semantic keypoints are not in the NeMo-format data, but the CAD models and
   exact poses are. Per category, ``keypoints`` 3D anchors are farthest-point samples of the pooled

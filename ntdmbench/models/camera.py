@@ -1,6 +1,6 @@
 """The PASCAL3D+ camera, in torch so poses can be optimised through it.
 
-Conventions (``shared/reference/datasets-and-conventions.md`` §4):
+Conventions (``docs/reference.md`` §Camera and rotation):
 
 - World frame: CAD coordinates, z up. Angles in radians.
 - Camera centre ``C = d (cos e sin a, -cos e cos a, sin e)``; rotation
@@ -23,13 +23,26 @@ from typing import Sequence
 
 import torch
 
-from ntdmbench.datasets.records import Pose
+from ntdmbench.datasets.records import Pose, Sample
 from ntdmbench.models import rotation
 
 AXIS_MAP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
 """``A``: PASCAL (x, y, z) -> PyTorch3D (x, z, -y), as NeMo's ``pre_process_mesh_pascal``."""
 
+DEFAULT_FOCAL_PX = 3000.0
+"""NeMo's crops: focal 1 x viewport 3000, in crop pixels (``docs/reference.md`` §NeMo crops)."""
+
 _FLIP_XZ = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))
+
+
+def crop_focal_px(sample: Sample, override: float | None = None) -> float:
+    """The crop's focal length in pixels: ``override`` when given, else the annotation's focal x
+    viewport (intrinsics of the crop, not its pose), else ``DEFAULT_FOCAL_PX``."""
+    if override is not None:
+        return float(override)
+    if sample.pose is not None:
+        return float(sample.pose.focal * sample.pose.viewport)
+    return DEFAULT_FOCAL_PX
 
 
 def _tensor(x, like: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """NeMo's contrastive feature learning: the vertex/clutter feature bank and its loss (shared with NTDM).
 
-Source: ``shared/reference/datasets-and-conventions.md`` §5.3 (``Angtian/NeMo`` ``FeatureBanks.py``,
+Source: ``docs/reference.md`` §NeMo training (``Angtian/NeMo`` ``FeatureBanks.py``,
 ``TrainNeMo.py``). One training step, for a batch of crops with known poses:
 
 1. ``project_visible``: pixel positions of the mesh vertices and their visibility (z-buffer test).

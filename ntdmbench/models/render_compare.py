@@ -3,7 +3,7 @@
 Everything here is generic over *a renderer*: a callable that maps per-item poses
 ``(azimuth, elevation, theta, distance)``, each ``(N,)``, to feature maps ``(N, C, h, w)`` (zero where
 nothing is rendered). The image side is a unit-norm feature map ``(B, C, h, w)`` and its clutter
-score ``(B, h, w)``. Source: ``shared/reference/datasets-and-conventions.md`` §5.4.
+score ``(B, h, w)``. Source: ``docs/reference.md`` §NeMo inference.
 
 - ``initial_poses``: the grid of starting poses (12 azimuths x 4 elevations x 3 thetas = 144).
 - ``clutter_vector`` / ``clutter_score``: the L2-normalised mean of the clutter bank, and its 1x1

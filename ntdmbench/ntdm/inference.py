@@ -16,7 +16,7 @@ background that resembles the texture) and s' within ``[1/scale_range, scale_ran
 
 Table 3's inference switches: ``latent_init`` "onehot" (every training CAD's code, the paper's),
 "average" (1/K) or "random" (a seeded random point of the simplex); ``fix_shape`` keeps z at the
-average latent; ``single_bin`` renders only the normal-aligned bin; ``use_background=False`` drops the
+average latent; ``single_alpha`` renders only the normal-aligned bin; ``use_background=False`` drops the
 clutter model.
 """
 
@@ -80,21 +80,25 @@ class CategoryModel(nn.Module):
 
 @dataclass
 class InferenceSettings:
+    """The inference settings (paper §3.4, §4.1.2), the defaults of ``ntdm``'s fields of the same names;
+    ``start_chunk``, ``start_cache_mb`` and ``seed`` are internal knobs."""
+
     n_azimuth: int = 12
     n_elevation: int = 4
     n_theta: int = 3
     init_distance: float = 5.0
     steps: int = 300
-    lr: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    gamma: float = 1.0  # lr factor every steps // 3 steps (NeMo: 0.2)
+    pose_lr: float = 0.05
+    pose_beta1: float = 0.9
+    pose_beta2: float = 0.999
+    pose_gamma: float = 1.0  # lr factor every steps // 3 steps (NeMo: 0.2)
     latent_init: str = "onehot"
-    start_search: str = "joint"  # or "staged": poses with the mean initial latent, then the latents
-    latent_simplex: bool = True  # keep z a convex combination of the training codes
-    scale_range: float = 1.5  # s' per axis within [1/r, r]; 0: unbounded
+    start_search: str = "joint"  # "staged": poses with the mean initial latent, then the latents at the best pose
+    latent_simplex: bool = True  # z stays a convex combination of the training codes
+    scale_range: float = 1.5  # instance scale s' per axis within [1/r, r]; 0: unbounded
     fix_shape: bool = False
     use_background: bool = True
-    single_bin: bool = False
+    single_alpha: bool = False  # render the normal-aligned bin only
     start_chunk: int = 64
     start_cache_mb: float = 256.0
     seed: int = 0
@@ -112,18 +116,24 @@ class InferenceSettings:
 
 @dataclass
 class Fit:
-    """Per-image result for one category model, each with leading dimension B."""
+    """One category model's fit of B images, each field with leading dimension B.
 
-    azimuth: torch.Tensor
-    elevation: torch.Tensor
-    theta: torch.Tensor
-    distance: torch.Tensor
-    latent: torch.Tensor  # (B, K)
+    The pose holds no intrinsics, so one fit serves the feature map (where it was optimised) and the
+    crop (masks, exports): ``camera`` takes them at the resolution wanted.
+    """
+
+    azimuth: torch.Tensor  # (B,) radians in [0, 2pi)
+    elevation: torch.Tensor  # (B,) radians
+    theta: torch.Tensor  # (B,) radians, in-plane
+    distance: torch.Tensor  # (B,) CAD units
+    latent: torch.Tensor  # (B, K) shape code z over the K training CADs
     scale: torch.Tensor  # (B, 3) instance scale s'
-    loss: torch.Tensor
-    start_loss: torch.Tensor
+    loss: torch.Tensor  # (B,) reconstruction loss after the optimisation
+    start_loss: torch.Tensor  # (B,) reconstruction loss of the best start
 
     def camera(self, principal: torch.Tensor, focal_px: torch.Tensor) -> Camera:
+        """Cameras for ``principal`` ``(B, 2)`` as (x, y) and ``focal_px`` ``(B,)``, both in the units of the
+        image rendered into: feature cells (crop pixels / stride) or crop pixels."""
         return Camera(self.azimuth, self.elevation, self.theta, self.distance, principal, focal_px)
 
 
@@ -149,14 +159,15 @@ def initial_latents(mesh: DeformableMesh, settings: InferenceSettings) -> torch.
 
 def _render_starts(model: CategoryModel, pose: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
                    focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings) -> torch.Tensor:
-    """Rendered features ``(N, d, h, w)`` of N (angles ``(N, 3)``, latent ``(N, K)``) starts at the initial distance."""
+    """Rendered features ``(N, d, h, w)`` of N (angles ``(N, 3)`` in radians, latent ``(N, K)``) starts at
+    the initial distance; ``principal`` (x, y) and ``focal`` in feature cells, ``size`` the map's (h, w)."""
     n = len(pose)
     dtype = model.mesh.template.dtype
     camera = Camera(pose[:, 0].to(dtype), pose[:, 1].to(dtype), pose[:, 2].to(dtype),
                     torch.full((n,), settings.init_distance, dtype=dtype), principal.expand(n, 2).to(dtype),
                     focal.expand(n).to(dtype))
     with torch.no_grad():
-        return model.render(model.mesh(latents), camera, size, settings.single_bin)[0]
+        return model.render(model.mesh(latents), camera, size, settings.single_alpha)[0]
 
 
 def _start_maps(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
@@ -209,7 +220,8 @@ def _grid_search(model: CategoryModel, starts: torch.Tensor, latents: torch.Tens
 def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
                   principal: torch.Tensor, focal: torch.Tensor, settings: InferenceSettings
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best start per image: ``(B, 3)`` angles, ``(B, K)`` latents and ``(B,)`` losses.
+    """Best start per image: ``(B, 3)`` angles (azimuth, elevation, theta in radians), ``(B, K)`` latents
+    and ``(B,)`` losses; inputs as ``fit_category``'s.
 
     "joint" scores every (initial pose x initial latent) pair, as the paper; "staged" scores the poses
     with the mean of the initial latents, then the initial latents at each image's best pose.
@@ -237,8 +249,10 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
     """Init search (unless ``start``, ``search_starts``' result, is given) then joint optimisation of
     pose, latent and instance scale for B images.
 
-    ``features`` ``(B, d, h, w)`` unit-norm; ``clut`` ``(B, h, w)`` clutter scores or None (fg-only loss);
-    ``valid`` ``(B, h, w)`` unpadded cells; ``principal (B, 2)`` and ``focal (B,)`` at feature resolution.
+    ``features`` ``(B, d, h, w)`` unit-norm, one cell per 8 crop pixels (the backbone's stride); ``clut``
+    ``(B, h, w)`` clutter scores or None (fg-only loss); ``valid`` ``(B, h, w)`` unpadded cells;
+    ``principal`` ``(B, 2)`` as (x, y) and ``focal`` ``(B,)`` in feature cells, i.e. crop pixels divided
+    by the stride, so the renders line up with the feature map.
     """
     size = tuple(features.shape[-2:])
     dtype = features.dtype
@@ -259,11 +273,12 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)
             camera = Camera(a, e, theta, d, principal.to(dtype), focal.to(dtype))
-            rendered, _ = model.render(model.mesh(z, log_scale.exp()), camera, size, settings.single_bin)
+            rendered, _ = model.render(model.mesh(z, log_scale.exp()), camera, size, settings.single_alpha)
             return compare_loss(rendered, features, clut, valid)
 
         if settings.steps:
-            opt = PoseOptimizer(params, settings.steps, settings.lr, settings.betas, settings.gamma)
+            opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
+                                settings.pose_gamma)
             for _ in range(settings.steps):
                 loss_at().sum().backward()
                 opt.step()
@@ -284,7 +299,12 @@ def masks(model: CategoryModel, fit: Fit, features: torch.Tensor, clut: torch.Te
           single_bin: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Amodal masks (the silhouette O rendered at image resolution), visible masks (FG: O where the
     rendered object explains the feature better than clutter, from the feature grid) per image, and
-    the fitted vertices ``(B, V, 3)``."""
+    the fitted vertices ``(B, V, 3)``.
+
+    ``features``, ``clut``, ``principal`` and ``focal`` as for ``fit_category`` (feature cells); ``stride``
+    crop pixels per cell scales the camera back to the crops, whose ``image_sizes`` are (H, W) in pixels:
+    the masks are ``(H, W)`` bool each, the FG decision upsampled nearest x ``stride``.
+    """
     vertices = model.mesh(fit.latent, fit.scale)
     size = tuple(features.shape[-2:])
     rendered, surface = model.render(vertices, fit.camera(principal, focal), size, single_bin)

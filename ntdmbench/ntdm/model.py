@@ -13,11 +13,14 @@ folder at test time). ``predict`` runs every category model on every crop and re
   from the checkpoint), with ``export_dir`` set also the fig. 5 coloured ``.obj`` and an overlay PNG
   per sample.
 
-The focal length is the crop's intrinsics (the sample's focal x viewport, else ``focal_px``, else
-3000) and the principal point the crop centre (NeMo's crops are centred on the object).
+The focal length is the crop's intrinsics (``focal_px``, else the sample's focal x viewport, else
+3000: ``camera.crop_focal_px``) and the principal point the crop centre (NeMo's crops are centred on
+the object).
 
 Defaults are the paper's settings (ResNet50 ResNetExt, 2562-vertex template, b = 7 bins, q = 256,
-800 epochs, 1000/2000 samples, 144 starts x one-hot latents, 300 Adam steps). Table 3's switches:
+800 epochs, 1000/2000 samples, 144 starts x one-hot latents, 300 Adam steps); those of a training
+batch and of inference are written in ``training.TrainSettings`` and ``inference.InferenceSettings``,
+which ``settings_from`` fills from the fields of the same names. Table 3's switches:
 ``use_background=false`` (w/o BG), ``single_alpha=true`` (one bin: trained with one, or the
 normal-aligned bin of a 7-bin checkpoint), ``fix_shape=true``, ``latent_init=random|average``.
 The ``quick`` preset (4 categories, 192 training images, 2 CPU cores) uses::
@@ -41,7 +44,7 @@ import torch
 from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import DataError, Prediction, Sample
 from ntdmbench.models.backbone import FeatureNet
-from ntdmbench.models.camera import Camera
+from ntdmbench.models.camera import Camera, crop_focal_px
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.meshes import read_off
 from ntdmbench.models.predictor import (
@@ -51,6 +54,7 @@ from ntdmbench.models.predictor import (
     coerce_numbers,
 )
 from ntdmbench.models.render_compare import clutter_score
+from ntdmbench.models.settings import settings_from
 from ntdmbench.models.stages import stage
 from ntdmbench.ntdm import export
 from ntdmbench.ntdm.deformable import DeformableMesh, fit_deformable, relative_fit_error
@@ -65,7 +69,6 @@ from ntdmbench.ntdm.textures import NeuralTexture, bin_rotations
 from ntdmbench.ntdm.training import BackgroundBank, TrainSettings, train_batch
 
 FORMAT = "ntdmbench-ntdm-1"
-DEFAULT_FOCAL_PX = 3000.0
 ARCHITECTURE = ("backbone_depth", "feature_dim", "template_level", "mlp_hidden", "mlp_layers", "pe_freqs",
                 "texture_size", "bin_angle", "alpha_temperature")
 
@@ -102,38 +105,38 @@ class NTDMPredictor(BasePredictor):
     batch_size: int = 16
     lr: float = 1e-4
     lr_gamma: float = 0.997  # exponential decay per epoch
-    texture_momentum: float = 0.9
-    n_pos: int = 1000
-    n_neg: int = 2000
-    n_class_neg: int = 1000
-    tau: float = 0.25
-    w_con: float = 1.0
-    w_class: float = 1.0
-    w_bg: float = 0.1
-    temperature: float = 0.07
-    n_bg: int = 20
+    texture_momentum: float = TrainSettings.texture_momentum
+    n_pos: int = TrainSettings.n_pos
+    n_neg: int = TrainSettings.n_neg
+    n_class_neg: int = TrainSettings.n_class_neg
+    tau: float = TrainSettings.tau
+    w_con: float = TrainSettings.w_con
+    w_class: float = TrainSettings.w_class
+    w_bg: float = TrainSettings.w_bg
+    temperature: float = TrainSettings.temperature
+    n_bg: int = TrainSettings.n_bg
     bank_size: int = 2560
-    uv_stride: int = 2
+    uv_stride: int = TrainSettings.uv_stride
     # inference (§3.4, §4.1.2)
-    n_azimuth: int = 12
-    n_elevation: int = 4
-    n_theta: int = 3
-    steps: int = 300
-    pose_lr: float = 0.05
-    pose_beta1: float = 0.9
-    pose_beta2: float = 0.999
-    pose_gamma: float = 1.0  # lr factor every steps // 3 steps (NeMo: 0.2)
-    init_distance: float = 5.0
-    start_search: str = "joint"  # "staged": poses with the mean initial latent, then the latents at the best pose
-    latent_simplex: bool = True  # z stays a convex combination of the training codes
-    scale_range: float = 1.5  # instance scale s' per axis within [1/r, r]; 0: unbounded
+    n_azimuth: int = InferenceSettings.n_azimuth
+    n_elevation: int = InferenceSettings.n_elevation
+    n_theta: int = InferenceSettings.n_theta
+    steps: int = InferenceSettings.steps
+    pose_lr: float = InferenceSettings.pose_lr
+    pose_beta1: float = InferenceSettings.pose_beta1
+    pose_beta2: float = InferenceSettings.pose_beta2
+    pose_gamma: float = InferenceSettings.pose_gamma
+    init_distance: float = InferenceSettings.init_distance
+    start_search: str = InferenceSettings.start_search
+    latent_simplex: bool = InferenceSettings.latent_simplex
+    scale_range: float = InferenceSettings.scale_range
     class_topk: int = 0  # 0: optimise every category model; k: only the k best after the init search
     focal_px: float | None = None  # None: the sample's focal x viewport, else 3000
     # Table 3 switches
-    use_background: bool = True
-    single_alpha: bool = False
-    fix_shape: bool = False
-    latent_init: str = "onehot"
+    use_background: bool = InferenceSettings.use_background
+    single_alpha: bool = InferenceSettings.single_alpha
+    fix_shape: bool = InferenceSettings.fix_shape
+    latent_init: str = InferenceSettings.latent_init
     # outputs
     export_dir: str | None = None  # fig. 5 coloured .obj and overlay .png per sample
     device: str = "cpu"
@@ -146,7 +149,7 @@ class NTDMPredictor(BasePredictor):
                 raise ValueError(f"ntdm: {key} must be >= 1, got {getattr(self, key)}")
         if not 1 <= self.n_bins <= 7:
             raise ValueError(f"ntdm: n_bins must be between 1 and 7, got {self.n_bins}")
-        self._inference_settings()  # validates latent_init and steps
+        settings_from(InferenceSettings, self)  # validates latent_init, start_search, steps and scale_range
         self.backbone: FeatureNet | None = None  # plain attributes, not config fields
         self.models: dict[str, CategoryModel] = {}
         self.bank: BackgroundBank | None = None
@@ -156,19 +159,6 @@ class NTDMPredictor(BasePredictor):
     # ------------------------------------------------------------------ building blocks
     def _category_model(self, mesh: DeformableMesh, texture: NeuralTexture) -> CategoryModel:
         return CategoryModel(mesh, texture, bin_rotations(7, self.bin_angle), self.alpha_temperature)
-
-    def _train_settings(self) -> TrainSettings:
-        return TrainSettings(momentum=self.texture_momentum, n_pos=self.n_pos, n_neg=self.n_neg,
-                             n_class_neg=self.n_class_neg, tau=self.tau, w_con=self.w_con, w_class=self.w_class,
-                             w_bg=self.w_bg, temperature=self.temperature, n_bg=self.n_bg, uv_stride=self.uv_stride)
-
-    def _inference_settings(self) -> InferenceSettings:
-        return InferenceSettings(
-            n_azimuth=self.n_azimuth, n_elevation=self.n_elevation, n_theta=self.n_theta,
-            init_distance=self.init_distance, steps=self.steps, lr=self.pose_lr, betas=(self.pose_beta1, self.pose_beta2),
-            gamma=self.pose_gamma, latent_init=self.latent_init, start_search=self.start_search,
-            latent_simplex=self.latent_simplex, scale_range=self.scale_range, fix_shape=self.fix_shape,
-            use_background=self.use_background, single_bin=self.single_alpha)
 
     def _fit_meshes(self, cad_root: Path, categories: Sequence[str], state: dict, resume: Resume | None,
                     seed: int, progress: bool) -> None:
@@ -238,7 +228,7 @@ class NTDMPredictor(BasePredictor):
         ids = [i for c, group in ids_by_category(dataset, categories).items() for i in group]
         if not ids:
             raise DataError(f"{dataset.name}: no training samples of {', '.join(categories)}")
-        settings = self._train_settings()
+        settings = settings_from(TrainSettings, self)
         per_epoch = math.ceil(len(ids) / self.batch_size)
         with tqdm(total=(self.epochs - start) * per_epoch, desc="ntdm", unit="batch", disable=not progress) as bar:
             for epoch in range(start, self.epochs):
@@ -264,19 +254,12 @@ class NTDMPredictor(BasePredictor):
         self.fit_errors = {c: state["meshes"][c]["fit_error"] for c in categories}
 
     # ------------------------------------------------------------------ inference
-    def _focal(self, sample: Sample) -> float:
-        if self.focal_px is not None:
-            return float(self.focal_px)
-        if sample.pose is not None:  # intrinsics of the crop, not the pose itself
-            return float(sample.pose.focal * sample.pose.viewport)
-        return DEFAULT_FOCAL_PX
-
     def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
         if self.backbone is None or not self.models:
             raise RuntimeError("ntdm: no trained model; train one or pass --checkpoint")
         groups: dict[tuple, list[Sample]] = defaultdict(list)
         for s in batch:
-            groups[(*s.load_image().shape[:2], self._focal(s))].append(s)
+            groups[(*s.load_image().shape[:2], crop_focal_px(s, self.focal_px))].append(s)
         out: dict[str, Prediction] = {}
         for (h, w, focal), samples in groups.items():
             out.update(self._predict_group(samples, (h, w), focal))
@@ -289,8 +272,14 @@ class NTDMPredictor(BasePredictor):
             return self.backbone(image_batch(samples, self.input_spec, self.device)[0])
 
     def _predict_group(self, samples: Sequence[Sample], size: tuple[int, int], focal: float) -> dict[str, Prediction]:
-        """Samples of one crop size and focal length: shared starts, no padding."""
-        settings = self._inference_settings()
+        """Predictions for samples of one crop size ``(H, W)`` and focal length (crop pixels): they share the
+        rendered starts and need no padding.
+
+        The fit runs on the feature map ``(B, d, h, w)``, one cell per ``stride`` (8) crop pixels, so the
+        principal point (the crop centre, (x, y)) and the focal length are divided by the stride for it and
+        multiplied back for the masks and the exported camera, which are at crop resolution.
+        """
+        settings = settings_from(InferenceSettings, self)
         features = self._features(samples)
         B, _, fh, fw = features.shape
         stride = self.backbone.stride

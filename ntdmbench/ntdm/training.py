@@ -43,7 +43,9 @@ from ntdmbench.ntdm.textures import blend, sphere_uv, view_coefficients
 
 @dataclass
 class TrainSettings:
-    momentum: float = 0.9
+    """The per-batch training settings (paper §3.3, §4.1.2), the defaults of ``ntdm``'s fields of the same names."""
+
+    texture_momentum: float = 0.9
     n_pos: int = 1000
     n_neg: int = 2000
     n_class_neg: int = 1000
@@ -211,7 +213,7 @@ def train_batch(backbone: FeatureNet, images: torch.Tensor, samples: list[Sample
             models[category].texture.momentum_update(torch.cat([s.uv for s in surfaces]),
                                                      torch.cat([s.alpha for s in surfaces]),
                                                      torch.cat([s.features.detach() for s in surfaces]),
-                                                     settings.momentum)
+                                                     settings.texture_momentum)
         if background:
             bank.push(torch.cat(background))
     return float(loss.detach())

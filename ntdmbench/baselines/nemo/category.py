@@ -1,6 +1,6 @@
 """One NeMo category model: a feature network, its cuboid meshes and one feature bank per mesh.
 
-NeMo trains one of these per category (``shared/reference/datasets-and-conventions.md`` §5.3): in
+NeMo trains one of these per category (``docs/reference.md`` §NeMo training): in
 "single" mode one cuboid over all the category's CAD models, in "multi" mode one per CAD model, all
 sharing the network. The meshes travel inside the checkpoint, so inference needs no CAD folder.
 """

@@ -1,4 +1,5 @@
-"""NeMo's render-and-compare inference with one category model (reference §5.4, ``MeshPoseSolveAll.py``).
+"""NeMo's render-and-compare inference with one category model (``MeshPoseSolveAll.py``,
+``docs/reference.md`` §NeMo inference).
 
 For a batch of same-size crops: features from the category's network; the clutter score from its
 clutter bank; the lowest-loss pose among the pre-rendered starting grid (144 poses at the initial
@@ -25,15 +26,18 @@ STRIDE = 8
 
 @dataclass(frozen=True)
 class InferenceSettings:
+    """``MeshPoseSolveAll.py``'s settings, the defaults of ``nemo``'s fields of the same names."""
+
     n_azimuth: int = 12
     n_elevation: int = 4
     n_theta: int = 3
     steps: int = 300
-    lr: float = 0.05
-    betas: tuple[float, float] = (0.4, 0.6)
-    gamma: float = 0.2
+    pose_lr: float = 0.05
+    pose_beta1: float = 0.4
+    pose_beta2: float = 0.6
+    pose_gamma: float = 0.2  # lr factor every steps // 3 steps
     init_distance: float = 5.0
-    use_clutter: bool = True
+    use_clutter: bool = True  # False: loss_fg_only
 
 
 @dataclass
@@ -50,7 +54,11 @@ class CategoryFit:
 
 
 class MeshRenderer:
-    """Renders one mesh's bank features on the feature map of a crop (camera at stride 8)."""
+    """Renders one mesh's bank features ``(V, C)`` on the feature map ``map_size`` (h, w) of a crop.
+
+    ``principal`` (x, y) and ``focal_px`` are in crop pixels; the camera is divided by ``STRIDE`` (8) to
+    render at one cell per 8 pixels. Angles are radians, distance CAD units.
+    """
 
     def __init__(self, vertices: torch.Tensor, faces: torch.Tensor, features: torch.Tensor,
                  principal: torch.Tensor, focal_px: float, map_size: tuple[int, int]):
@@ -114,7 +122,9 @@ def upsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def fit_category(model: CategoryModel, images: torch.Tensor, candidates: Sequence[Sequence[int]],
                  focal_px: float, settings: InferenceSettings, cache: StartCache, key: str) -> CategoryFit:
-    """Fit the category's meshes to B same-size crops ``(B, 3, H, W)``.
+    """Fit the category's meshes to B same-size crops ``(B, 3, H, W)`` whose focal length is ``focal_px``
+    crop pixels. Features, scores and renders are ``(h, w) = (ceil(H / 8), ceil(W / 8))`` cells; angles
+    come back in radians, distance in CAD units, the in-modal masks ``(B, H, W)`` at crop resolution.
 
     ``candidates[b]`` lists the meshes tried for image b (NeMo's multi-cuboid protocol tries the GT
     subtype's); an image keeps its lowest-loss mesh. The principal point is the crop centre.
@@ -149,7 +159,8 @@ def fit_category(model: CategoryModel, images: torch.Tensor, candidates: Sequenc
         with stage("optimisation"):
             fit = rc.optimise_pose(renderer.scorer(similarity), feats, clut, start[:, 0], start[:, 1], start[:, 2],
                                    torch.full((len(rows),), settings.init_distance, device=device),
-                                   settings.steps, settings.lr, settings.betas, settings.gamma)
+                                   settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
+                                   settings.pose_gamma)
         with stage("scoring"), torch.no_grad():
             silhouette = renderer.fragments(fit.azimuth, fit.elevation, fit.theta, fit.distance).silhouette
             inmodal = upsample_mask(silhouette & (similarity.amax(1) > clutter[k][rows]), (H, W))

@@ -1,11 +1,11 @@
 """NeMo (Wang, Kortylewski, Yuille, ICLR 2021) as a registered predictor: ``nemo``.
 
 One category model per trained category (network + cuboid meshes + feature banks), all in one
-checkpoint. ``predict`` runs every category model on every crop (render-and-compare, §5.4 of
-``shared/reference/datasets-and-conventions.md``) and reports:
+checkpoint. ``predict`` runs every category model on every crop (render-and-compare,
+``docs/reference.md`` §NeMo inference) and reports:
 
 - ``class_scores``: ``1 - final loss`` per category model; ``category`` is the best, i.e. NeMo's
-  classification by the lowest final loss (§5.6).
+  classification by the lowest final loss (``docs/reference.md`` §NeMo as classifier).
 - the pose (``azimuth, elevation, theta, distance``) and ``inmodal_mask`` from the model of the
   sample's **ground-truth** category, because NeMo's protocol counts the pose under the true class
   (``input_spec.needs_category``); when the model has no such category (e.g. an unseen one) they come
@@ -54,6 +54,7 @@ from ntdmbench.baselines.nemo.inference import (
 from ntdmbench.baselines.nemo.official import is_official, load_official
 from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
+from ntdmbench.models.camera import crop_focal_px
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import (
     BasePredictor,
@@ -62,9 +63,9 @@ from ntdmbench.models.predictor import (
     coerce_numbers,
     sha256_file,
 )
+from ntdmbench.models.settings import settings_from
 
 FORMAT = "ntdmbench-nemo-1"
-DEFAULT_FOCAL_PX = 3000.0  # NeMo's crops: focal 1 x viewport 3000
 
 
 @dataclass
@@ -96,16 +97,16 @@ class NeMoPredictor(BasePredictor):
     noise_outside_box: bool = True
     checkpoint_every_s: float = 60.0  # at most one resumable-state save per this many seconds (and per category end)
     # inference (MeshPoseSolveAll.py)
-    n_azimuth: int = 12
-    n_elevation: int = 4
-    n_theta: int = 3
-    steps: int = 300
-    pose_lr: float = 0.05
-    pose_beta1: float = 0.4
-    pose_beta2: float = 0.6
-    pose_gamma: float = 0.2
-    init_distance: float = 5.0
-    use_clutter: bool = True  # False: loss_fg_only
+    n_azimuth: int = InferenceSettings.n_azimuth
+    n_elevation: int = InferenceSettings.n_elevation
+    n_theta: int = InferenceSettings.n_theta
+    steps: int = InferenceSettings.steps
+    pose_lr: float = InferenceSettings.pose_lr
+    pose_beta1: float = InferenceSettings.pose_beta1
+    pose_beta2: float = InferenceSettings.pose_beta2
+    pose_gamma: float = InferenceSettings.pose_gamma
+    init_distance: float = InferenceSettings.init_distance
+    use_clutter: bool = InferenceSettings.use_clutter
     focal_px: float | None = None  # None: the sample's focal x viewport, else 3000
     # official checkpoints
     mesh_root: str | None = None
@@ -124,11 +125,6 @@ class NeMoPredictor(BasePredictor):
         self._cache = StartCache()
 
     # ------------------------------------------------------------------ training
-    def _train_settings(self) -> training.TrainSettings:
-        return training.TrainSettings(self.epochs, self.batch_size, self.lr, self.weight_decay, self.accumulate,
-                                      self.temperature, self.clutter_weight, self.clutter_reg, self.near_px,
-                                      self.num_noise, self.noise_outside_box)
-
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str = "cpu",
             seed: int = 0, progress: bool = True) -> None:
         """Train one category model per category on ``dataset`` (CAD models from ``{dataset.root}/CAD``)."""
@@ -138,7 +134,7 @@ class NeMoPredictor(BasePredictor):
         cad_root = Path(root) / "CAD" if root is not None else None
         if cad_root is None or not cad_root.is_dir():
             raise DataError(f"{cad_root or dataset.name}: NeMo training needs the CAD folder {{root}}/CAD")
-        settings = self._train_settings()
+        settings = settings_from(training.TrainSettings, self)
         fingerprint = {k: v for k, v in self.config().items() if k not in ("device", "checkpoint_every_s")}
         saved = [time.monotonic()]
         state = resume.load() if resume is not None else None
@@ -181,18 +177,6 @@ class NeMoPredictor(BasePredictor):
         self._cache.clear()
 
     # ------------------------------------------------------------------ inference
-    def _inference_settings(self) -> InferenceSettings:
-        return InferenceSettings(self.n_azimuth, self.n_elevation, self.n_theta, self.steps, self.pose_lr,
-                                 (self.pose_beta1, self.pose_beta2), self.pose_gamma, self.init_distance,
-                                 self.use_clutter)
-
-    def _focal(self, sample: Sample) -> float:
-        if self.focal_px is not None:
-            return float(self.focal_px)
-        if sample.pose is not None:  # intrinsics of the crop, not the pose itself
-            return float(sample.pose.focal * sample.pose.viewport)
-        return DEFAULT_FOCAL_PX
-
     def _candidates(self, sample: Sample, category: str, n_meshes: int) -> list[int]:
         """Meshes to try: the GT subtype's under the GT category in multi mode (NeMo's protocol), else all."""
         if n_meshes > 1 and sample.category == category and sample.cad_index and 1 <= sample.cad_index <= n_meshes:
@@ -202,10 +186,10 @@ class NeMoPredictor(BasePredictor):
     def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
         if not self.models:
             raise RuntimeError("nemo: no category model; train one or pass --checkpoint")
-        settings = self._inference_settings()
+        settings = settings_from(InferenceSettings, self)
         groups: dict[tuple, list[Sample]] = defaultdict(list)
         for s in batch:
-            groups[(*s.load_image().shape[:2], self._focal(s))].append(s)
+            groups[(*s.load_image().shape[:2], crop_focal_px(s, self.focal_px))].append(s)
         out: dict[str, Prediction] = {}
         for (_, _, focal), samples in groups.items():
             images = image_batch(samples, self.input_spec, self.device)[0]

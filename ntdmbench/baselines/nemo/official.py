@@ -1,4 +1,4 @@
-"""Loading NeMo's released checkpoints into a ``CategoryModel`` (reference §5.5).
+"""Loading NeMo's released checkpoints into a ``CategoryModel`` (``docs/reference.md`` §NeMo checkpoints).
 
 The original ``saved_model_{cate}_{epoch}.pth`` is a dict ``{state, memory, timestamp, args}``:
 ``state`` is the DataParallel ``state_dict`` of ``NetE2E`` (keys ``module.net.extractor.0.weight`` ...

@@ -1,4 +1,5 @@
-"""NeMo's contrastive training of one category model (``Angtian/NeMo`` ``TrainNeMo.py``, reference §5.3).
+"""NeMo's contrastive training of one category model (``Angtian/NeMo`` ``TrainNeMo.py``,
+``docs/reference.md`` §NeMo training).
 
 Per batch of crops with known poses: image features at the projected visible cuboid vertices are
 pulled towards their own bank row and pushed from the other vertices (except those within the
