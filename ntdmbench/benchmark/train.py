@@ -16,6 +16,7 @@ from typing import Any
 
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import CATEGORIES
+from ntdmbench.errors import InputError
 from ntdmbench.models.training import Resume
 
 
@@ -26,7 +27,7 @@ def resolve_categories(dataset: Dataset, category: str) -> list[str]:
     wanted = [c.strip() for c in category.split(",")]
     missing = [c for c in wanted if c not in present]
     if missing:
-        raise ValueError(f"--category {', '.join(missing)}: not in the dataset (it has {', '.join(present)})")
+        raise InputError(f"--category {', '.join(missing)}: not in the dataset (it has {', '.join(present)})")
     return wanted
 
 

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ntdmbench.datasets.indexed import EXPECTED_SKIPS
 from ntdmbench.datasets.occluded import PUBLISHED_COUNTS as OCCLUDED_COUNTS
 from ntdmbench.datasets.records import CATEGORIES, DataError
 
@@ -37,7 +38,6 @@ PUBLISHED: dict[str, int] = {
 """Published image counts (OOD-CV-Pose and OccludedPASCAL3D READMEs)."""
 
 UPPER_BOUND_FAMILIES = ("pascal3d", "occluded-pascal3d")
-EXPECTED_SKIPS = {"distance 0", "empty viewpoint", "object of another class"}
 FOLDER = re.compile(r"^(?P<cate>[a-z]+?)(FGL\d_BGL\d)?$")
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from ntdmbench.errors import MissingFileError, NtdmbenchError
+
 SUITES_DIR = Path(__file__).parent
 
 SUITE_KEYS = {"name", "title", "extends", "synthetic", "roots", "train", "register", "models", "tables",
@@ -18,7 +20,7 @@ TABLE_KEYS = {"id", "title", "benchmark", "conditions", "clean", "mean", "metric
               "models", "train"}
 
 
-class SuiteError(ValueError):
+class SuiteError(NtdmbenchError, ValueError):
     """A suite file that does not describe a runnable suite."""
 
 
@@ -76,7 +78,7 @@ def _suite_path(ref: str, relative_to: Path | None = None) -> Path:
         if not path.is_absolute() and relative_to is not None and not path.is_file():
             path = relative_to / path
         if not path.is_file():
-            raise FileNotFoundError(f"suite file {ref} not found")
+            raise MissingFileError(f"suite file {ref} not found")
         return path
     shipped = SUITES_DIR / f"{ref}.yaml"
     if not shipped.is_file():
