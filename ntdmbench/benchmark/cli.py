@@ -182,10 +182,13 @@ def _warnings_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. The project's own errors end in one line and their exit code (2 for bad input,
     1 for a run with nothing to report); anything else is a bug and keeps its traceback."""
-    args = build_parser().parse_args(argv)
-    _warnings_to_stderr()
+    from ntdmbench.benchmark.interrupt import remembering_sigint
+
     try:
-        return args.func(args)
+        with remembering_sigint():
+            args = build_parser().parse_args(argv)
+            _warnings_to_stderr()
+            return args.func(args)
     except NtdmbenchError as exc:
         if os.environ.get("NTDMBENCH_DEBUG"):
             raise

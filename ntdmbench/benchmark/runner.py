@@ -20,6 +20,7 @@ import numpy as np
 
 from ntdmbench.benchmark import provenance, scoring
 from ntdmbench.benchmark.device import check_device
+from ntdmbench.benchmark.interrupt import reraise_if_interrupted
 from ntdmbench.benchmark.store import (FolderLock, RunDir, ShardWriter, lock_name, read_jsonl, run_key, write_json,
                                        write_jsonl, write_yaml, writing_to)
 from ntdmbench.datasets.base import Dataset
@@ -90,6 +91,7 @@ def _load(dataset: Dataset, sample_id: str) -> Sample | Prediction:
     try:
         return dataset.load(sample_id)
     except Exception as exc:  # a bad sample must not stop the run
+        reraise_if_interrupted()
         return Prediction(id=sample_id, failure=f"load: {type(exc).__name__}: {exc}")
 
 
@@ -103,6 +105,7 @@ def predict_batch(model: Predictor, samples: Sequence[Sample], device: str = "cp
 
             torch.cuda.synchronize()
     except Exception as exc:
+        reraise_if_interrupted()
         if len(samples) == 1:
             log.warning("sample %s failed: %s: %s", samples[0].id, type(exc).__name__, exc)
             return [Prediction(id=samples[0].id, failure=f"{type(exc).__name__}: {exc}")]

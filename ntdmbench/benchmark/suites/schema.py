@@ -91,7 +91,7 @@ def _read(ref: str, relative_to: Path | None = None, seen: tuple[str, ...] = ())
     path = _suite_path(ref, relative_to)
     if str(path.resolve()) in seen:
         raise SuiteError(f"suite {ref}: 'extends' loops back to itself")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: a suite is a mapping, got {type(raw).__name__}")
     unknown = set(raw) - SUITE_KEYS
@@ -115,6 +115,17 @@ def _read(ref: str, relative_to: Path | None = None, seen: tuple[str, ...] = ())
             picked.append(by_id[t] if isinstance(t, str) else _deep_merge(by_id.get(ref_id, {}), t))
         merged["tables"] = picked
     return merged
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """YAML, or one line naming where it breaks (``FILE:LINE:COLUMN``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{at}: malformed YAML ({problem})") from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +157,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             raise SuiteError(f"--set {key}: {part!r} is not a mapping")
     if not isinstance(node, dict):
         raise SuiteError(f"--set {key}: cannot set a key on a list")
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = _parse_yaml(value, f"--set {assignment}")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntdmbench.benchmark.distributed import spread
+from ntdmbench.benchmark.interrupt import reraise_if_interrupted
 from ntdmbench.benchmark.store import run_key, write_json
 from ntdmbench.benchmark.suites.data import dataset_root
 from ntdmbench.benchmark.suites.index import TrainingStatus, describe_error
@@ -65,6 +66,7 @@ def _train_one(job: TrainJob, device: str, seed: int, progress: bool) -> dict[st
         _, sha = train(job.model, job.dataset, job.root, job.category, job.checkpoint, device, seed,
                        job.args, progress=progress)
     except Exception as exc:  # noqa: BLE001 - one model's failure is recorded, the suite goes on
+        reraise_if_interrupted()
         return {"key": job.key, "category": job.category, "error": describe_error(exc),
                 "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
@@ -111,7 +113,7 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
     """Train what has no checkpoint yet, spread over ranks; returns each (row, set)'s outcome."""
     from ntdmbench.benchmark.train import resolve_categories
     from ntdmbench.datasets.catalog import load_dataset
-    from ntdmbench.models.predictor import sha256_file
+    from ntdmbench.models.predictor import checkpoint_sha256
 
     jobs = plan(run)
     unique: dict[str, TrainJob] = {j.key: j for j in jobs.values()}
@@ -154,6 +156,7 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
                 try:
                     _merge(unique[key], [p.checkpoint for p in job_parts], run.device)
                 except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
+                    reraise_if_interrupted()
                     r["errors"].append(f"merge: {describe_error(exc)}")
     results = run.dist.gather(results if run.dist.is_main else None)[0]
     out: dict[tuple[str, str], TrainingStatus] = {}
@@ -164,7 +167,7 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
                                 error="; ".join(r["errors"]) or None)
         if status.error is None:
             if Path(job.checkpoint).is_file():
-                status.sha256 = sha256_file(job.checkpoint)
+                status.sha256 = checkpoint_sha256(job.checkpoint)
                 side = Path(job.checkpoint).with_suffix(".json")
                 if status.cached and side.is_file():  # report the training time it once took
                     status.seconds = json.loads(side.read_text()).get("seconds", 0.0)
