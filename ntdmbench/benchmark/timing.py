@@ -157,9 +157,11 @@ def bench(model_name: str, *, samples: Sequence[Sample], model=None, checkpoint:
     import torch
 
     from ntdmbench.benchmark import provenance
+    from ntdmbench.benchmark.device import check_device
     from ntdmbench.models.registry import build_model
     from ntdmbench.models.stages import StageTimer
 
+    check_device(device)
     if warmup < 0 or iters < 1 or max_batch < 1:
         raise InputError(f"bench: need warmup >= 0, iters >= 1, max_batch >= 1 (got {warmup}, {iters}, {max_batch})")
 
@@ -323,7 +325,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     report = bench(args.model, samples=samples, checkpoint=args.checkpoint, device=args.device,
                    model_args=parse_model_args(args.model_args), warmup=args.warmup, iters=args.iters,
                    max_batch=args.max_batch, budget_s=args.budget_s, progress=not args.quiet)
-    json_path, md_path = write(report, args.out, args.tag)
+    from ntdmbench.benchmark.store import writing_to
+
+    with writing_to(Path(args.out)):
+        json_path, md_path = write(report, args.out, args.tag)
     lat = report["latency_ms_per_image"]
     print(f"latency: median {lat['median']:.1f} ms/image, p90 {lat['p90']:.1f}; throughput "
           f"{report['throughput_images_per_s']:.4g} images/s at batch {report['max_batch_fit']}")
