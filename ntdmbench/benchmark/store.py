@@ -75,12 +75,22 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
-                log.warning("%s: line %d is corrupt, skipped (%s)", path, number, exc)
+                _warn_once(path, number, f"is corrupt, skipped ({exc})")
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-                log.warning("%s: line %d is not a record with an id, skipped", path, number)
+                _warn_once(path, number, "is not a record with an id, skipped")
                 continue
             yield row
+
+
+_warned: set[tuple[str, int]] = set()
+
+
+def _warn_once(path: Path, number: int, what: str) -> None:
+    """A bad line is read several times per run (finished ids, then scoring); say so once."""
+    if (str(path), number) not in _warned:
+        _warned.add((str(path), number))
+        log.warning("%s: line %d %s", path, number, what)
 
 
 @contextlib.contextmanager

@@ -117,15 +117,18 @@ def _read(ref: str, relative_to: Path | None = None, seen: tuple[str, ...] = ())
     return merged
 
 
-def _parse_yaml(text: str, where: str) -> Any:
-    """YAML, or one line naming where it breaks (``FILE:LINE:COLUMN``)."""
+def _parse_yaml(text: str, where: str, in_file: bool = True) -> Any:
+    """YAML, or one line naming where it breaks (``FILE:LINE:COLUMN``, or the ``--set`` and its column)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError(f"{at}: malformed YAML ({problem})") from None
+        if mark is None:
+            raise SuiteError(f"{where}: malformed YAML ({problem})") from None
+        if in_file:
+            raise SuiteError(f"{where}:{mark.line + 1}:{mark.column + 1}: malformed YAML ({problem})") from None
+        raise SuiteError(f"{where}: malformed YAML at column {mark.column + 1} ({problem})") from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +160,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             raise SuiteError(f"--set {key}: {part!r} is not a mapping")
     if not isinstance(node, dict):
         raise SuiteError(f"--set {key}: cannot set a key on a list")
-    node[parts[-1]] = _parse_yaml(value, f"--set {assignment}")
+    node[parts[-1]] = _parse_yaml(value, f"--set {assignment}", in_file=False)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
