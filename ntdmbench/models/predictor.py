@@ -91,8 +91,9 @@ def read_checkpoint(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""  # torch adds advice
         raise InputError(f"{path}: not a readable checkpoint, truncated or not written by torch.save "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                         f"({type(exc).__name__}: {first})") from None
 
 
 def state_sha256(payload: Any) -> str:
