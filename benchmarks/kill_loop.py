@@ -10,6 +10,8 @@ not count; when a command finishes before all kills have landed, the next round 
 Each round is compared with the reference: lost ids (in the reference, not in the shards), duplicated ids
 (more than one successful record in the shards), differing rows (shard records, ``samples.jsonl`` rows and
 ``metrics.json`` values other than times). Prints one line per command and exits 1 on any difference.
+Delays are drawn between 0.5 s and the reference's duration, lowered to the duration of any attempt that
+finished first (a machine under less load), so that most kills land.
 """
 
 from __future__ import annotations
@@ -90,12 +92,15 @@ def kill_loop(command, ref: Path, work: Path, kills: int, span: tuple[float, flo
               env: dict[str, str]) -> dict[str, int]:
     """SIGKILL ``command(out)`` after a random delay until ``kills`` have landed; compare every round."""
     totals = Counter(kills=0, rounds=0, lost=0, duplicated=0, differing=0)
+    low, high = span
     while totals["kills"] < kills:
         out = work / f"round-{totals['rounds']}"
         while True:
             proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            start = time.perf_counter()
             try:
-                code = proc.wait(timeout=rng.uniform(*span)) if totals["kills"] < kills else proc.wait()
+                code = proc.wait(timeout=rng.uniform(low, high)) if totals["kills"] < kills else proc.wait()
+                high = max(2 * low, min(high, time.perf_counter() - start))  # it was faster than the reference
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()

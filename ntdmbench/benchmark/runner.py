@@ -201,7 +201,7 @@ def run(cfg: RunConfig, rank: int = 0, world: int = 1, dataset: Dataset | None =
         handler = _attach_log(run_dir)
         try:
             return _run_locked(cfg, rank, world, dataset, model, run_dir,
-                               {**asdict(cfg), "run_key": key, "identity": identity["code"],
+                               {**asdict(cfg), "run_key": key, "code": identity["code"],
                                 "model_describe": identity["model"], "dataset_describe": dataset.describe()})
         finally:
             log.removeHandler(handler)
@@ -222,7 +222,8 @@ def _run_locked(cfg: RunConfig, rank: int, world: int, dataset: Dataset, model: 
     if not ids:
         within = f" of categories {', '.join(cfg.categories)}" if cfg.categories else ""
         raise RunFailedError(f"{cfg.dataset} at {cfg.root or 'its default root'}: no samples{within} to predict")
-    unusable = {i: reason for i, reason in dataset.unusable().items() if i in set(ids)}
+    selected = set(ids)
+    unusable = {i: reason for i, reason in dataset.unusable().items() if i in selected}
     if unusable and rank == 0:
         for _, message in unusable.values():
             log.info("unusable sample: %s", message)
@@ -231,7 +232,7 @@ def _run_locked(cfg: RunConfig, rank: int, world: int, dataset: Dataset, model: 
     finished = run_dir.finished_ids(cfg.keep_failures)
     todo = [i for i in shard_ids(ids, rank, world) if i not in finished]
     log.info("run %s: %d samples selected, %d already done, %d to predict on rank %d/%d",
-             run_dir.path, len(ids), len(finished & set(ids)), len(todo), rank, world)
+             run_dir.path, len(ids), len(finished & selected), len(todo), rank, world)
     with ShardWriter(run_dir.shard(rank)) as writer:
         predict(model, dataset, todo, writer, cfg.batch_size, cfg.device, cfg.progress)
     prov["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -247,5 +248,5 @@ def _run_locked(cfg: RunConfig, rank: int, world: int, dataset: Dataset, model: 
         first = next((r.get("failure") for r in read_jsonl(run_dir.file("samples.jsonl")) if r.get("failure")),
                      "no usable prediction")
         raise RunFailedError(f"all {metrics['n']} samples failed (first: {first}); nothing to report from "
-                             f"{run_dir.path}; a rerun retries them")
+                             f"{run_dir.path}; a rerun retries them{' without --keep-failures' if cfg.keep_failures else ''}")
     return RunResult(run_dir, metrics)

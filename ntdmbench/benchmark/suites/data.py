@@ -68,4 +68,3 @@ def _generate_into_place(root: Path, preset: str, seed: int) -> None:
     if root.exists():
         root.rmdir()  # checked empty above
     partial.rename(root)
-
