@@ -122,9 +122,9 @@ def kill_loop(command, ref: Path, work: Path, kills: int, span: tuple[float, flo
 
 
 def checkpoint_hashes(out: Path) -> dict[str, str]:
-    from ntdmbench.models.predictor import checkpoint_sha256
+    from ntdmbench.models.predictor import sha256_file
 
-    return {str(p.relative_to(out)): checkpoint_sha256(p) for p in sorted((out / "checkpoints").rglob("*.pth"))}
+    return {str(p.relative_to(out)): sha256_file(p) for p in sorted((out / "checkpoints").rglob("*.pth"))}
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ Every error the harness raises on purpose (bad data, a bad suite, an unknown nam
 or unwritable output folder, a run in which nothing could be scored) derives from ``NtdmbenchError``;
 ``ntdmbench``'s ``main`` catches only that class, so an unexpected internal error keeps its traceback.
 The input and data errors are also ``ValueError`` (and the missing-file ones ``FileNotFoundError``) so
-callers of the Python API can keep catching the built-in classes.
+callers of the Python API can keep catching the built-in classes (a failed run is a ``RuntimeError``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class OutputError(NtdmbenchError):
     """The output folder cannot be written (read-only, full, or in use by another process)."""
 
 
-class RunFailedError(NtdmbenchError):
+class RunFailedError(NtdmbenchError, RuntimeError):
     """A run that finished but has nothing to report (no samples, or every sample failed)."""
 
     exit_code = 1

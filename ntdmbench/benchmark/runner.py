@@ -172,8 +172,7 @@ def run_identity(cfg: RunConfig, model: Predictor, dataset: Dataset) -> dict[str
     The dataset is named by content (name, adapter version, index hash), never by the path it was read
     from; the device by its kind (``cuda``, not ``cuda:1``); the code by ``provenance.code_identity``.
     """
-    data = dataset.describe()
-    return {"model": model.describe(), "dataset": {k: data.get(k) for k in ("name", "version", "index_hash")},
+    return {"model": model.describe(), "dataset": dataset.identity(),
             "model_args": cfg.model_args, "precision": cfg.precision, "batch_size": cfg.batch_size,
             "seed": cfg.seed, "limit": cfg.limit, "categories": sorted(cfg.categories) if cfg.categories else None,
             "device": cfg.device.split(":", 1)[0], "code": provenance.code_identity(model)}

@@ -54,6 +54,10 @@ class Dataset(abc.ABC):
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "index_hash": self.index_hash(), "size": len(self)}
 
+    def identity(self) -> dict:
+        """What names the data in run and checkpoint keys: its content, never the path it was read from."""
+        return {"name": self.name, "version": self.version, "index_hash": self.index_hash()}
+
 
 class InMemoryDataset(Dataset):
     """Samples already in memory, for the Python API and tests."""

@@ -73,14 +73,6 @@ class Predictor(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_checkpoint(path: str | Path) -> Any:
     """What a checkpoint file holds; a missing, truncated or non-torch file is one line naming it."""
     import torch
@@ -125,12 +117,17 @@ def _feed(digest: "hashlib._Hash", value: Any) -> None:
         digest.update(f"{type(value).__name__}:{len(value)}:".encode())
         for item in value:
             _feed(digest, item)
+    elif hasattr(value, "__dict__") and not isinstance(value, type):  # e.g. an argparse.Namespace: its
+        digest.update(f"object:{type(value).__qualname__}:".encode())  # fields, not a repr with an address
+        _feed(digest, vars(value))
     else:
         digest.update(f"{value!r};".encode())
 
 
-def checkpoint_sha256(path: str | Path) -> str:
-    """The content hash (``state_sha256``) of a checkpoint file."""
+def sha256_file(path: str | Path) -> str:
+    """A checkpoint file's identity: the hash of what it holds (``state_sha256``), not of its bytes, so the
+    same weights under another file name (which ``torch.save`` embeds) hash the same. Every model uses it,
+    official checkpoints included, so a run key never depends on where a checkpoint was saved."""
     return state_sha256(read_checkpoint(path))
 
 

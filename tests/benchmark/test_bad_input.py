@@ -28,7 +28,7 @@ def _one_line(capsys, code, argv, message):
 
 
 def _run(tmp_path, *extra):
-    toy_data.register(tmp_path / "data", n=4)
+    toy_data.register(tmp_path / "data")  # the default n: the first registration in a session wins
     return ["run", "--model", "oracle", "--dataset", "toy/val", "--out", str(tmp_path / "runs"), "--no-progress",
             *extra]
 

@@ -50,21 +50,24 @@ def test_a_rerun_retries_failed_samples_unless_told_to_keep_them(tmp_path):
 
 
 def test_every_sample_failing_is_an_error_and_is_retried(tmp_path, capsys):
-    toy_data.register(tmp_path / "data", n=6)
+    toy_data.register(tmp_path / "data")
     argv = ["run", "--model", "moody", "--dataset", "toy/val", "--out", str(tmp_path / "runs"), "--no-progress"]
     from ntdmbench.models.registry import MODELS
 
     if "moody" not in MODELS:
         MODELS.register("moody", Moody)
-    Moody.broken = set(toy_data.toy_dataset(tmp_path / "data", n=6).ids())
+    from ntdmbench.datasets.catalog import load_dataset
+
+    ids = load_dataset("toy/val").ids()  # registered once per session, by whichever test came first
+    Moody.broken = set(ids)
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("ntdmbench: error: all 6 samples failed (first: RuntimeError: cannot handle "
-                       f"aeroplane/img_0000); nothing to report from {err[-1].split('nothing to report from ')[1]}")
+    assert err[-1] == (f"ntdmbench: error: all {len(ids)} samples failed (first: RuntimeError: cannot handle "
+                       f"{ids[0]}); nothing to report from {err[-1].split('nothing to report from ')[1]}")
     assert err[-1].endswith("; a rerun retries them")
     Moody.broken = set()
     assert main(argv) == 0  # the failures were not taken as finished
-    assert "failed or missing predictions: 0 of 6" in capsys.readouterr().out
+    assert f"failed or missing predictions: 0 of {len(ids)}" in capsys.readouterr().out
 
 
 def test_no_samples_is_an_error(smoke, tmp_path, capsys):

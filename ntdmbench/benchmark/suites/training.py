@@ -101,7 +101,7 @@ def plan(run: SuiteRun) -> dict[tuple[str, str], TrainJob]:
                 continue
             root = dataset_root(run.suite, table.train, run.root)
             if table.train not in describes:
-                describes[table.train] = load_dataset(table.train, root).describe()
+                describes[table.train] = load_dataset(table.train, root).identity()  # content, not path
             key = training_key(row.model, row.args, describes[table.train], run.suite.seed)
             path = run.out / "checkpoints" / row.model / f"{key}.pth"
             jobs[(row_id, table.train)] = TrainJob(row.model, row.args, table.train, root, key, str(path),
@@ -113,7 +113,7 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
     """Train what has no checkpoint yet, spread over ranks; returns each (row, set)'s outcome."""
     from ntdmbench.benchmark.train import resolve_categories
     from ntdmbench.datasets.catalog import load_dataset
-    from ntdmbench.models.predictor import checkpoint_sha256
+    from ntdmbench.models.predictor import sha256_file
 
     jobs = plan(run)
     unique: dict[str, TrainJob] = {j.key: j for j in jobs.values()}
@@ -167,7 +167,7 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
                                 error="; ".join(r["errors"]) or None)
         if status.error is None:
             if Path(job.checkpoint).is_file():
-                status.sha256 = checkpoint_sha256(job.checkpoint)
+                status.sha256 = sha256_file(job.checkpoint)
                 side = Path(job.checkpoint).with_suffix(".json")
                 if status.cached and side.is_file():  # report the training time it once took
                     status.seconds = json.loads(side.read_text()).get("seconds", 0.0)
