@@ -12,14 +12,20 @@ import importlib
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
+from ntdmbench.errors import NtdmbenchError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(NtdmbenchError, KeyError):
     """A name that no registry entry answers to; the message lists the close matches."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain sentence
         return str(self.args[0])
+
+
+class LoadError(NtdmbenchError, ImportError):
+    """A registered entry (an entry point, a suite's ``register``) whose module fails to import."""
 
 
 def _load_lazy(target: str):
@@ -40,6 +46,7 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T | str] = {}
         self._entry_points_loaded = entry_point_group is None
+        self._from_entry_points: set[str] = set()
 
     def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T | str:
         """``@registry.register("name")`` as a decorator, or ``registry.register("name", obj)``.
@@ -67,7 +74,9 @@ class Registry(Generic[T]):
             return
         self._entry_points_loaded = True
         for ep in metadata.entry_points(group=self.entry_point_group):
-            self._entries.setdefault(ep.name, ep.value)  # built-ins win a name clash
+            if ep.name not in self._entries:  # built-ins win a name clash
+                self._entries[ep.name] = ep.value
+                self._from_entry_points.add(ep.name)
 
     def get(self, name: str) -> T:
         self._discover_entry_points()
@@ -81,8 +90,12 @@ class Registry(Generic[T]):
         if isinstance(entry, str):
             try:
                 entry = _load_lazy(entry)
-            except (ImportError, AttributeError) as exc:
-                raise ImportError(f"{self.kind} {name!r} could not be loaded from {entry!r}: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - whatever a plugin's import raises, name the plugin
+                if entry.startswith("ntdmbench.") and not isinstance(exc, (ImportError, AttributeError)):
+                    raise  # a bug in the project's own code keeps its traceback
+                where = "entry point" if name in self._from_entry_points else "entry"
+                raise LoadError(f"{self.kind} {name!r} could not be loaded from {where} {entry!r}: "
+                                f"{type(exc).__name__}: {exc}") from exc
             self._entries[name] = entry
         return entry
 

@@ -52,3 +52,22 @@ class MeanPose(BasePredictor):
             a, e, t = self.means[s.category]
             out.append(Prediction(id=s.id, azimuth=a + self.shift, elevation=e, theta=t, distance=5.0))
         return out
+
+
+@dataclass
+class Sleeper(MeanPose):
+    """A mean pose that sleeps in ``predict`` and, like a C++ extension, turns Ctrl-C into a RuntimeError;
+    it touches ``marker`` first so a test knows when to interrupt it."""
+
+    name = "sleeper"
+    marker: str = ""
+
+    def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
+        import time
+
+        Path(self.marker).touch()
+        try:
+            time.sleep(30)
+        except KeyboardInterrupt:
+            raise RuntimeError("interrupted inside an extension") from None
+        return super().predict(batch)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ntdmbench.datasets.records import DataError
-from ntdmbench.registry import UnknownNameError
+from ntdmbench.errors import InputError, NtdmbenchError
 
 # Modules exposing ``register(subparsers)`` for their own subcommands.
 COMMAND_MODULES: list[str] = ["ntdmbench.datasets.cli", "ntdmbench.benchmark.train", "ntdmbench.benchmark.suites.cli",
@@ -32,22 +32,34 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     for item in text.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--model-args: expected key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+            raise InputError(f"--model-args: expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--model-args {item!r}: not a YAML value ({getattr(exc, 'problem', None) or exc})"
+                             ) from None
     return out
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ntdmbench.benchmark.distributed import init_from_env
     from ntdmbench.benchmark.runner import RunConfig, run
 
-    cfg = RunConfig(
-        model=args.model, dataset=args.dataset, root=args.root, limit=args.limit, out=args.out,
-        fresh=args.fresh, batch_size=args.batch_size, device=args.device, seed=args.seed,
-        checkpoint=args.checkpoint, model_args=parse_model_args(args.model_args), progress=not args.no_progress,
-    )
-    result = run(cfg)
-    _print_summary(result.metrics)
-    print(f"results: {result.run_dir.path}")
+    model_args = parse_model_args(args.model_args)
+    dist, device = init_from_env(args.device)  # under torchrun: this rank's share of the samples
+    try:
+        cfg = RunConfig(
+            model=args.model, dataset=args.dataset, root=args.root, limit=args.limit, out=args.out,
+            fresh=args.fresh, batch_size=args.batch_size, device=device, seed=args.seed,
+            checkpoint=args.checkpoint, model_args=model_args, progress=not args.no_progress and dist.is_main,
+            keep_failures=args.keep_failures,
+        )
+        result = run(cfg, dist.rank, dist.world)
+    finally:
+        dist.close()
+    if dist.is_main:
+        _print_summary(result.metrics)
+        print(f"results: {result.run_dir.path}")
     return 0
 
 
@@ -56,17 +68,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
         from ntdmbench.benchmark.external import score_pose_csv
 
         if not (args.predictions and args.ground_truth):
-            raise ValueError("score: --predictions and --ground-truth go together")
+            raise InputError("score: --predictions and --ground-truth go together")
         summary = score_pose_csv(args.predictions, args.ground_truth)
         for problem in summary.get("problems", []):
             print(f"warning: {problem}", file=sys.stderr)
     elif args.run_dir:
         from ntdmbench.benchmark.runner import score_run
-        from ntdmbench.benchmark.store import RunDir
+        from ntdmbench.benchmark.store import FolderLock, RunDir, lock_name, writing_to
 
-        summary = score_run(RunDir(args.run_dir))
+        run_dir = RunDir(args.run_dir)
+        run_dir.config()  # not a run directory: one line, before anything is written
+        with writing_to(run_dir.path), FolderLock(run_dir.path / lock_name(0, 1)):
+            summary = score_run(run_dir)
     else:
-        raise ValueError("score: give a RUN_DIR, or --predictions PRED.csv --ground-truth GT.csv")
+        raise InputError("score: give a RUN_DIR, or --predictions PRED.csv --ground-truth GT.csv")
     _print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -105,6 +120,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     rows += [[c, v["n"], *[v.get(k) for k in keys]] for c, v in summary.get("per_category", {}).items()]
     print(tabulate(rows, headers=["category", "n", *keys], floatfmt=".1f"))
     print(f"failed or missing predictions: {summary.get('n_failed', 0)} of {summary['n']}")
+    if summary.get("n_unusable"):
+        print(f"of which unusable samples (unreadable, incomplete or missing annotation or image): "
+              f"{summary['n_unusable']}; see the run's log.txt")
+    if summary.get("limit"):
+        print(f"limited to the first {summary['limit']} samples (--limit)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N samples (sorted ids)")
     p.add_argument("--out", default="runs", help="results folder (default: runs)")
     p.add_argument("--fresh", action="store_true", help="start over (old predictions are moved aside, not deleted)")
+    p.add_argument("--keep-failures", action="store_true", help="on a rerun, keep failed samples instead of retrying")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -142,15 +163,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrWarnings(logging.Handler):
+    """The harness's warnings (a failed sample, a corrupt shard line) on whatever ``sys.stderr`` is now."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"ntdmbench: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _warnings_to_stderr() -> None:
+    log = logging.getLogger("ntdmbench")
+    if not any(isinstance(h, _StderrWarnings) for h in log.handlers):
+        log.addHandler(_StderrWarnings())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. The project's own errors end in one line and their exit code (2 for bad input,
+    1 for a run with nothing to report); anything else is a bug and keeps its traceback."""
+    from ntdmbench.benchmark.interrupt import remembering_sigint
+
     try:
-        return args.func(args)
-    except (DataError, FileNotFoundError, UnknownNameError, ValueError, ImportError) as exc:
+        with remembering_sigint():
+            args = build_parser().parse_args(argv)
+            _warnings_to_stderr()
+            return args.func(args)
+    except NtdmbenchError as exc:
         if os.environ.get("NTDMBENCH_DEBUG"):
             raise
-        print(f"ntdmbench: error: {exc}", file=sys.stderr)
-        return 2
+        message = " ".join(str(exc).split("\n"))
+        print(f"ntdmbench: error: {message}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("ntdmbench: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

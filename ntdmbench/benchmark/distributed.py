@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ntdmbench.errors import InputError
 T = TypeVar("T")
 
 TIMEOUT_ENV = "NTDMBENCH_DIST_TIMEOUT_MIN"
@@ -64,7 +65,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise InputError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def init_from_env(device: str = "cpu") -> tuple[Dist, str]:
@@ -77,14 +78,14 @@ def init_from_env(device: str = "cpu") -> tuple[Dist, str]:
         return Dist(), device
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={world}")
     import torch
     import torch.distributed as dist
 
     cuda = device.startswith("cuda")
     if cuda:
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on rank {rank}")
+            raise InputError(f"--device {device}: CUDA is not available on rank {rank}")
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     timeout = datetime.timedelta(minutes=_env_int(TIMEOUT_ENV, 24 * 60))

@@ -3,7 +3,8 @@
 Both files have the columns ``imgs,labels,azimuth,elevation,theta,distance`` with angles in degrees;
 rows are matched by ``imgs``. Nothing is dropped silently: ground-truth rows without a prediction
 score error pi and are counted in ``n_failed``; duplicate and unmatched rows are listed in
-``problems``.
+``problems``, and so is a file whose angles all look like radians. An elevation outside ±90° cannot be
+a viewpoint: the file is refused.
 """
 
 from __future__ import annotations
@@ -18,8 +19,26 @@ import pandas as pd
 from ntdmbench.benchmark import metrics as M
 from ntdmbench.benchmark.scoring import aggregate
 from ntdmbench.datasets.oodcv import read_pose_csv
+from ntdmbench.datasets.records import DataError
 
 ANGLES = ["azimuth", "elevation", "theta"]
+RADIAN_LOOKING = 2 * math.pi + 1e-6
+"""In degrees, every angle of a whole file within ±2π (±6.3°) means the file was written in radians."""
+
+
+def _check_angles(df: pd.DataFrame, path: str | Path, problems: list[str]) -> None:
+    """Refuse an impossible elevation; warn when every angle of the file is as small as a radian value."""
+    elevation = np.degrees(df["elevation"].to_numpy(np.float64))
+    outside = np.flatnonzero(np.abs(elevation) > 90.0 + 1e-6)
+    if outside.size:
+        row = int(outside[0])
+        raise DataError(f"{path}: row {row + 2}: elevation {elevation[row]:g} is outside ±90 degrees "
+                        f"({outside.size} such row(s)); the CSV holds degrees")
+    angles = np.degrees(df[ANGLES].to_numpy(np.float64))
+    finite = angles[np.isfinite(angles)]
+    if len(df) > 1 and finite.size and np.abs(finite).max() <= RADIAN_LOOKING and np.abs(finite).max() > 0:
+        problems.append(f"{path}: every angle is within ±2π (largest {np.abs(finite).max():.3g}); "
+                        f"they look like radians, but the CSV holds degrees")
 
 
 def _first_of_duplicates(df: pd.DataFrame, path: str | Path, problems: list[str]) -> pd.DataFrame:
@@ -34,6 +53,8 @@ def score_pose_csv(predictions: str | Path, ground_truth: str | Path) -> dict[st
     problems: list[str] = []
     gt = _first_of_duplicates(read_pose_csv(ground_truth), ground_truth, problems)
     pred = _first_of_duplicates(read_pose_csv(predictions), predictions, problems)
+    _check_angles(gt, ground_truth, problems)
+    _check_angles(pred, predictions, problems)
     extra = sorted(set(pred["imgs"]) - set(gt["imgs"]))
     if extra:
         problems.append(f"{predictions}: {len(extra)} rows match no ground-truth image, e.g. {', '.join(extra[:3])}")

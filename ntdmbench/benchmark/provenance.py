@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import platform
 import socket
@@ -30,6 +32,26 @@ def git_state(path: Path | None = None) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(dirty) if commit else None}
+
+
+@functools.lru_cache(maxsize=None)
+def _commit() -> str | None:
+    return git_state()["commit"]
+
+
+def code_identity(model: object) -> dict[str, Any]:
+    """The code behind a result, for the run key: ntdmbench's version and git commit (None outside a git
+    checkout) and, for a model defined outside the package (a plugin), the SHA-256 of its module's source.
+
+    The dirty flag is left out: it says that something changed, not what, so it would neither separate two
+    different edits nor keep one; uncommitted edits to the package need ``--fresh`` (provenance records them).
+    """
+    out: dict[str, Any] = {"ntdmbench": ntdmbench.__version__, "commit": _commit()}
+    source = getattr(sys.modules.get(type(model).__module__), "__file__", None)
+    package = Path(ntdmbench.__file__).resolve().parent
+    if source and not Path(source).resolve().is_relative_to(package):
+        out["model_source_sha256"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    return out
 
 
 def package_versions() -> dict[str, str | None]:

@@ -2,7 +2,8 @@
 
 Every aggregate is derived from the per-sample rows, so breakdowns, intervals and re-scoring need no
 model. Only the tasks a model declares are scored; a sample without a usable prediction scores error
-pi, IoU 0 and a wrong class, and is counted in ``n_failed``.
+pi, IoU 0 and a wrong class, and is counted in ``n_failed``; so is a sample whose annotation or image
+cannot be used (also counted in ``n_unusable``).
 """
 
 from __future__ import annotations
@@ -49,12 +50,26 @@ def score_sample(sample: Sample, pred: Prediction | None, tasks: Iterable[str]) 
     return row
 
 
+def unusable_row(sample_id: str, category: str, why: str, tasks: Iterable[str]) -> dict[str, Any]:
+    """The row of a selected sample whose annotation or image cannot be used: a failure on every task."""
+    tasks = set(tasks)
+    row: dict[str, Any] = {"id": sample_id, "category": category, "status": "unusable", "failure": why}
+    if "pose" in tasks:
+        row.update(rot_err=math.pi, rot_err_deg=180.0, pose_missing=True)
+    if "amodal" in tasks:
+        row["amodal_iou"] = 0.0
+    if "class" in tasks:
+        row.update(pred_category=None, class_correct=False)
+    return row
+
+
 def summarize(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """Pooled metrics, intervals and counts for a set of per-sample rows."""
     out: dict[str, Any] = {
         "n": len(rows),
         "n_failed": sum(r.get("status") != "ok" or bool(r.get("pose_missing")) for r in rows),
         "n_missing": sum(r.get("status") == "missing" for r in rows),
+        "n_unusable": sum(r.get("status") == "unusable" for r in rows),
     }
     ci: dict[str, list[float]] = {}
     for spec in M.METRICS.values():

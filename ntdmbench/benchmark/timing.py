@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ntdmbench.datasets.records import Pose, Sample
+from ntdmbench.errors import InputError, RunFailedError
 
 STAGE_NAMES = ("features", "init_search", "optimisation", "scoring")
 
@@ -44,7 +45,7 @@ def synthetic_samples(category: str, n: int, size: tuple[int, int] | None = None
 
     sizes = CROP_SIZES["refactor"]
     if category not in sizes:
-        raise ValueError(f"--category {category!r} (choose from {', '.join(sizes)})")
+        raise InputError(f"--category {category!r} (choose from {', '.join(sizes)})")
     h, w = size or sizes[category]
     rng = np.random.default_rng(seed)
     return [Sample(id=f"{category}/bench_{k:03d}", category=category,
@@ -63,7 +64,7 @@ def dataset_samples(name: str, root: str | None, n: int) -> list[Sample]:
         s = dataset.load(sample_id)
         out.append(dataclasses.replace(s, image=s.load_image()))
     if not out:
-        raise ValueError(f"--dataset {name}: no samples")
+        raise InputError(f"--dataset {name}: no samples")
     return out
 
 
@@ -156,11 +157,13 @@ def bench(model_name: str, *, samples: Sequence[Sample], model=None, checkpoint:
     import torch
 
     from ntdmbench.benchmark import provenance
+    from ntdmbench.benchmark.device import check_device
     from ntdmbench.models.registry import build_model
     from ntdmbench.models.stages import StageTimer
 
+    check_device(device)
     if warmup < 0 or iters < 1 or max_batch < 1:
-        raise ValueError(f"bench: need warmup >= 0, iters >= 1, max_batch >= 1 (got {warmup}, {iters}, {max_batch})")
+        raise InputError(f"bench: need warmup >= 0, iters >= 1, max_batch >= 1 (got {warmup}, {iters}, {max_batch})")
 
     def say(message: str) -> None:
         if progress:
@@ -176,7 +179,7 @@ def bench(model_name: str, *, samples: Sequence[Sample], model=None, checkpoint:
         offset += size
         failed = [p.failure for p in preds if p.failure]
         if failed:
-            raise RuntimeError(f"model {model_name} failed on a bench input: {failed[0]}")
+            raise RunFailedError(f"model {model_name} failed on a bench input: {failed[0]}")
 
     say(f"warm-up: {warmup} call(s) at batch 1")
     for _ in range(warmup):
@@ -308,7 +311,7 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
         return None
     match = re.fullmatch(r"(\d+)x(\d+)", text)
     if not match:
-        raise ValueError(f"--image-size {text!r}: expected HxW, e.g. 256x672")
+        raise InputError(f"--image-size {text!r}: expected HxW, e.g. 256x672")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -322,7 +325,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     report = bench(args.model, samples=samples, checkpoint=args.checkpoint, device=args.device,
                    model_args=parse_model_args(args.model_args), warmup=args.warmup, iters=args.iters,
                    max_batch=args.max_batch, budget_s=args.budget_s, progress=not args.quiet)
-    json_path, md_path = write(report, args.out, args.tag)
+    from ntdmbench.benchmark.store import writing_to
+
+    with writing_to(Path(args.out)):
+        json_path, md_path = write(report, args.out, args.tag)
     lat = report["latency_ms_per_image"]
     print(f"latency: median {lat['median']:.1f} ms/image, p90 {lat['p90']:.1f}; throughput "
           f"{report['throughput_images_per_s']:.4g} images/s at batch {report['max_batch_fit']}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import CATEGORIES
+from ntdmbench.errors import InputError
 from ntdmbench.models.training import Resume
 
 
@@ -26,7 +27,7 @@ def resolve_categories(dataset: Dataset, category: str) -> list[str]:
     wanted = [c.strip() for c in category.split(",")]
     missing = [c for c in wanted if c not in present]
     if missing:
-        raise ValueError(f"--category {', '.join(missing)}: not in the dataset (it has {', '.join(present)})")
+        raise InputError(f"--category {', '.join(missing)}: not in the dataset (it has {', '.join(present)})")
     return wanted
 
 
@@ -38,19 +39,26 @@ def train(model_name: str, dataset_name: str, root: str | None = None, category:
           out: str | Path | None = None, device: str = "cpu", seed: int = 0,
           model_args: dict[str, Any] | None = None, progress: bool = True) -> tuple[Path, str]:
     """Train and save; returns the checkpoint path and its SHA-256."""
+    from ntdmbench.benchmark.device import check_device
     from ntdmbench.benchmark.runner import seed_everything
+    from ntdmbench.benchmark.store import writing_to
     from ntdmbench.datasets.catalog import load_dataset
     from ntdmbench.models.registry import build_model
 
+    check_device(device)
     dataset = load_dataset(dataset_name, root)
     categories = resolve_categories(dataset, category)
     out = Path(out) if out else default_checkpoint(model_name, dataset_name, category)
     model = build_model(model_name, model_args, device=device)
     seed_everything(seed)
-    resume = Resume.beside(out)
-    model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
-    sha = model.save(out)
-    resume.clear()
+    with writing_to(out.parent):
+        resume = Resume.beside(out)
+        try:
+            model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
+        except NotImplementedError as exc:
+            raise InputError(f"--model {model_name}: {exc}") from None
+        sha = model.save(out)
+        resume.clear()
     return out, sha
 
 

@@ -29,6 +29,11 @@ class Dataset(abc.ABC):
     def load(self, sample_id: str) -> Sample:
         """The sample with this id (ground truth and tags; image read on demand)."""
 
+    def unusable(self) -> dict[str, tuple[str, str]]:
+        """``{id: (category, why)}`` of samples the folder holds but that cannot be used (an unreadable or
+        incomplete annotation, an image without one); runs score them as failures so n never shrinks."""
+        return {}
+
     def index_payload(self) -> str:
         """What identifies the index; adapters may add annotation digests to the ids."""
         return "\n".join(self.ids())
@@ -48,6 +53,10 @@ class Dataset(abc.ABC):
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "index_hash": self.index_hash(), "size": len(self)}
+
+    def identity(self) -> dict:
+        """What names the data in run and checkpoint keys: its content, never the path it was read from."""
+        return {"name": self.name, "version": self.version, "index_hash": self.index_hash()}
 
 
 class InMemoryDataset(Dataset):

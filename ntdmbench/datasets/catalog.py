@@ -34,6 +34,7 @@ from typing import Callable
 
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import DataError
+from ntdmbench.errors import MissingFileError
 from ntdmbench.registry import Registry
 
 DatasetFactory = Callable[[Path | None], Dataset]
@@ -61,7 +62,7 @@ def resolve_root(name: str, family: str, root: Path | None) -> Path:
         if root is None:
             raise DataError(f"dataset {name}: no root; pass --root DIR or set {' or '.join(env)}")
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"dataset {name}: root {root} is not a directory")
+        raise MissingFileError(f"dataset {name}: root {root} is not a directory")
     return Path(root)
 
 

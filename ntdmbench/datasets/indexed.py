@@ -2,7 +2,9 @@
 
 A sample that cannot be used (missing key, distance 0, unreadable file, image without annotation) never
 aborts the index and never enters it with a guessed pose: it is recorded in ``skips`` with the file it
-concerns, and ``ntdmbench validate`` / ``describe()`` report the counts.
+concerns, and ``ntdmbench validate`` / ``describe()`` report the counts. A skip that is a defect of the
+data (not one of the ``EXPECTED_SKIPS`` the real releases hold by design) and whose sample id is known is
+also ``unusable()``: a run counts it as a failed sample instead of scoring a silently smaller n.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import DataError, Sample
 
 
+EXPECTED_SKIPS = frozenset({"distance 0", "empty viewpoint", "object of another class"})
+"""Skips the real releases contain by design: not defects, never failures."""
+
+
 class SampleSkip(DataError):
     """One unusable sample; ``reason`` is the short label its count is grouped under."""
 
@@ -29,12 +35,17 @@ class SampleSkip(DataError):
 
 @dataclass
 class Skips:
-    """What an index left out, one ``(reason, message)`` per sample, the message naming the file."""
+    """What an index left out, one ``(reason, message)`` per sample, the message naming the file, and
+    ``{id: (category, message)}`` of the defective ones whose id is known."""
 
     items: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    unusable: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
-    def add(self, exc: DataError) -> None:
-        self.items.append((getattr(exc, "reason", "unreadable"), str(exc)))
+    def add(self, exc: DataError, sample_id: str | None = None) -> None:
+        reason = getattr(exc, "reason", "unreadable")
+        self.items.append((reason, str(exc)))
+        if sample_id is not None and reason not in EXPECTED_SKIPS:
+            self.unusable[sample_id] = (sample_id.split("/", 1)[0], str(exc))
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(reason for reason, _ in self.items))
@@ -87,15 +98,24 @@ class IndexedDataset(Dataset):
     def ids(self) -> list[str]:
         return list(self._index)
 
+    def unusable(self) -> dict[str, tuple[str, str]]:
+        index = self._index  # building the index fills the skips
+        return {i: v for i, v in self.skips.unusable.items() if i not in index}
+
     def load(self, sample_id: str) -> Sample:
         entry = self._index.get(sample_id)
         if entry is None:
+            if sample_id in self.skips.unusable:
+                raise DataError(self.skips.unusable[sample_id][1])
             raise DataError(f"{self.name}: no sample with id {sample_id!r} under {self.root}")
         return dataclasses.replace(entry.sample, tags=dict(entry.sample.tags), **self._masks(entry))
 
     def index_payload(self) -> str:
-        """Ids plus the ground truth each carries, so an edited annotation changes the hash."""
-        return "\n".join(f"{i}\t{_digest(e.sample)}" for i, e in self._index.items())
+        """Ids plus the ground truth each carries, so an edited annotation changes the hash; unusable ids
+        marked as such (not with their message: it names the root's path, and the hash names content)."""
+        usable = [f"{i}\t{_digest(e.sample)}" for i, e in self._index.items()]
+        bad = [f"{i}\tunusable" for i in sorted(self.unusable())]
+        return "\n".join(usable + bad)
 
     def describe(self) -> dict:
         out = super().describe()

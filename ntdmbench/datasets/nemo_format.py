@@ -181,14 +181,15 @@ class NemoDataset(IndexedDataset):
             npz = {p.stem: p for p in anno_dir.glob("*.npz")}
             images = {p.stem: p for p in image_dir.glob("*") if p.suffix in IMAGE_EXTS} if image_dir.is_dir() else {}
             for stem in sorted(set(images) - set(npz)):
-                skips.add(SampleSkip(f"{images[stem]}: image without annotation", "image without annotation"))
+                skips.add(SampleSkip(f"{images[stem]}: image without annotation", "image without annotation"),
+                          f"{category}/{stem}")
             for stem, path in sorted(npz.items()):
                 try:
                     if stem not in images:
                         raise SampleSkip(f"{path}: no image {image_dir / stem}.JPEG", "annotation without image")
                     pose, bbox, cad, nuisance = parse_npz(path, read_npz_fields(path, keys, required))
                 except DataError as exc:
-                    skips.add(exc)
+                    skips.add(exc, f"{category}/{stem}")
                     continue
                 if self.nuisance and nuisance != self.nuisance:
                     continue

@@ -21,6 +21,7 @@ import pandas as pd
 from ntdmbench.datasets.indexed import Entry, IndexedDataset, Skips
 from ntdmbench.datasets.pascal3d import index_record, read_lines
 from ntdmbench.datasets.records import DataError
+from ntdmbench.errors import MissingFileError
 
 OODCV_CATEGORIES: tuple[str, ...] = (
     "aeroplane", "bicycle", "boat", "bus", "car", "chair", "diningtable", "motorbike", "sofa", "train",
@@ -41,7 +42,7 @@ def read_pose_csv(path: str | Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype={"imgs": str, "labels": str})
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: pose CSV not found") from None
+        raise MissingFileError(f"{path}: pose CSV not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot parse CSV ({exc})") from None
     missing = [c for c in CSV_COLUMNS if c not in table.columns]

@@ -156,7 +156,7 @@ def object_samples(record: dict[str, Any], path: Path, category: str, objects: s
                 raise SampleSkip(f"{path}: object {i}: cad_index {cad} outside CAD/{category} (1..{cad_limit})",
                                  "cad_index out of range")
         except DataError as exc:
-            skips.add(exc)
+            skips.add(exc, make_id(i))
             continue
         yield make_id(i), pose, bbox, cad
 

@@ -25,6 +25,7 @@ from PIL import Image
 from ntdmbench.datasets.crop import CROP_SIZES, Crop
 from ntdmbench.datasets.indexed import IndexedDataset, Skips
 from ntdmbench.datasets.records import CATEGORIES, DataError, Sample
+from ntdmbench.errors import InputError
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "ntdmbench-manifest/1"
@@ -143,9 +144,9 @@ def prepare_pascal3d(raw_root: Path, out_root: Path, *, split: str = "val", leve
             write_split(source, writer, "", f"pascal3d/{split}", result)
             continue
         if split != "val":
-            raise ValueError(f"occluded levels exist for val only, not {split!r}")
+            raise InputError(f"occluded levels exist for val only, not {split!r}")
         if occluded_root is None:
-            raise ValueError("occluded levels need --occluded-root (the OccludedPASCAL3D folder)")
+            raise InputError("occluded levels need --occluded-root (the OccludedPASCAL3D folder)")
         source = OccludedRaw(occluded_root, level, raw_root, objects="first", categories=categories)
         write_split(source, writer, pendix_for(level), f"occluded-pascal3d/val/L{level}", result)
     writer.finish()

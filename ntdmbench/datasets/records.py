@@ -3,18 +3,22 @@
 
 Angles are radians everywhere inside the project, whatever unit a file stores. Masks are boolean
 ``(H, W)`` arrays in the coordinates of the image the sample carries. A prediction travels as one
-JSON line; masks inside it are run-length encoded so a shard stays small and line-oriented.
+JSON line; masks inside it are COCO RLE (``pycocotools``) so a shard stays small and line-oriented and
+any COCO tool reads them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ntdmbench.errors import NtdmbenchError
 
 CATEGORIES: tuple[str, ...] = (
     "aeroplane", "bicycle", "boat", "bottle", "bus", "car",
@@ -27,7 +31,7 @@ SHORT_NAMES: dict[str, str] = dict(zip(CATEGORIES, (
 )))
 
 
-class DataError(ValueError):
+class DataError(NtdmbenchError, ValueError):
     """Bad input data; the message is one line naming the file or value at fault."""
 
 
@@ -141,18 +145,25 @@ class Prediction:
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Run lengths of a boolean mask in row-major order, starting with a run of zeros."""
-    flat = np.asarray(mask, dtype=bool).ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0] + counts
-    return {"size": list(mask.shape), "counts": counts}
+    """COCO's compressed RLE (``pycocotools.mask.encode``), ``counts`` as text so it fits in JSON;
+    ``pycocotools.mask.decode`` reads it back to the same mask."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=bool).astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    values = np.zeros(counts.size, dtype=bool)
-    values[1::2] = True
-    return np.repeat(values, counts).reshape(rle["size"])
+    """A mask from COCO RLE. A list of ``counts`` is the row-major format this project wrote before it
+    used COCO's, which COCO would read as another mask: refused, so a stale file cannot score wrongly."""
+    from pycocotools import mask as coco_mask
+
+    counts = rle.get("counts") if isinstance(rle, dict) else None
+    if isinstance(counts, list):
+        raise DataError("mask in the old row-major run-length format (before COCO RLE); rerun with --fresh")
+    if not isinstance(counts, str) or not isinstance(rle.get("size"), list) or len(rle["size"]) != 2:
+        raise DataError(f"mask is not COCO RLE with 'size' [h, w] and string 'counts': {str(rle)[:60]}")
+    with warnings.catch_warnings():  # pycocotools' Cython array wrapper predates numpy 2's copy keyword
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask = coco_mask.decode({"size": rle["size"], "counts": counts.encode("ascii")})
+    return mask.astype(bool)

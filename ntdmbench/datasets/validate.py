@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ntdmbench.datasets.indexed import EXPECTED_SKIPS
 from ntdmbench.datasets.occluded import PUBLISHED_COUNTS as OCCLUDED_COUNTS
 from ntdmbench.datasets.records import CATEGORIES, DataError
 
@@ -37,7 +38,6 @@ PUBLISHED: dict[str, int] = {
 """Published image counts (OOD-CV-Pose and OccludedPASCAL3D READMEs)."""
 
 UPPER_BOUND_FAMILIES = ("pascal3d", "occluded-pascal3d")
-EXPECTED_SKIPS = {"distance 0", "empty viewpoint", "object of another class"}
 FOLDER = re.compile(r"^(?P<cate>[a-z]+?)(FGL\d_BGL\d)?$")
 
 
@@ -53,7 +53,9 @@ class Report:
     def lines(self) -> list[str]:
         out = [f"problem: {p}" for p in self.problems] + [f"note: {n}" for n in self.notes]
         verdict = "OK" if not self.problems else f"{len(self.problems)} problem(s)"
-        out.append(f"{self.name} at {self.root}: {self.count} counted{self.expected}; {verdict}")
+        where = f"at {self.root}" if self.root is not None else "(no usable root)"
+        counted = f"{self.count} counted" if self.count is not None else "nothing counted"
+        out.append(f"{self.name} {where}: {counted}{self.expected}; {verdict}")
         return out
 
 
@@ -88,6 +90,7 @@ def validate(name: str, root: Path | None = None, manifest: Path | None = None) 
     family = entry.family
     if family in ("pascal3d", "occluded-pascal3d", "oodcv"):
         _check_nemo_layout(dataset, report)
+        _check_family(dataset, family, report)
         report.count = len(ids)
     else:
         report.count = _listed_count(dataset, family, report)
@@ -116,6 +119,19 @@ def _check_nemo_layout(dataset, report: Report) -> None:
     missing = sorted(set(dataset.categories) - set(dataset.category_folders()))
     if missing:
         report.notes.append(f"{dataset.split_root}/annotations: no folder for {', '.join(missing)}")
+
+
+def _check_family(dataset, family: str, report: Report) -> None:
+    """A NeMo root of another dataset has the same folders; its annotations tell: OOD-CV's carry a
+    ``nuisance`` key, PASCAL3D+'s do not. An empty selection is a problem too."""
+    ids = dataset.ids()
+    if not ids:
+        report.problems.append(f"{dataset.split_root}: no usable samples for {report.name}")
+        return
+    with_nuisance = sum("nuisance" in dataset.load(i).tags for i in ids)
+    if family != "oodcv" and with_nuisance:
+        report.problems.append(f"{dataset.split_root}: {with_nuisance} of {len(ids)} annotations carry an OOD-CV "
+                               f"'nuisance' key; this root holds OOD-CV, not {report.name}")
 
 
 def _listed_count(dataset, family: str, report: Report) -> int:
@@ -154,6 +170,11 @@ def _check_count(report: Report, family: str, root: Path, manifest: Path | None)
             report.expected = f", manifest {path} expects {expected}"
             if report.count != expected:
                 report.problems.append(f"{path}: expects {expected} for {report.name}, found {report.count}")
+            return
+        others = sorted({n.split("/", 1)[0] for n in counts} - {report.name.split("/", 1)[0]})
+        if others and not any(n.split("/", 1)[0] == report.name.split("/", 1)[0] for n in counts):
+            report.problems.append(f"{path}: counts {', '.join(others)} datasets, not {report.name}; "
+                                   f"this root holds another dataset")
             return
         report.notes.append(f"{path}: no count for {report.name}; checking published counts")
     published = PUBLISHED.get(report.name)

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import pickle
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import Prediction, Sample
+from ntdmbench.errors import InputError, MissingFileError
 
 if TYPE_CHECKING:  # torch stays off the import path of listing models
     from ntdmbench.models.training import Resume
@@ -45,7 +48,7 @@ def coerce_numbers(settings) -> None:
             try:
                 setattr(settings, f.name, int(value) if kind == "int" else float(value))
             except (TypeError, ValueError):
-                raise ValueError(f"{f.name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}"
+                raise InputError(f"{f.name}={value!r}: expected {'an integer' if kind == 'int' else 'a number'}"
                                  ) from None
 
 
@@ -70,12 +73,70 @@ class Predictor(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def read_checkpoint(path: str | Path) -> Any:
+    """What a checkpoint file holds; a missing, truncated or non-torch file is one line naming it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""  # torch adds advice
+        raise InputError(f"{path}: not a readable checkpoint, truncated or not written by torch.save "
+                         f"({type(exc).__name__}: {first})") from None
+
+
+def state_sha256(payload: Any) -> str:
+    """SHA-256 of a checkpoint's content (every tensor's dtype, shape and bytes; every other value's repr;
+    mappings in key order). The file's own hash is not used: ``torch.save`` embeds the file name, so the
+    same weights saved under two names would hash differently."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+    _feed(digest, payload)
     return digest.hexdigest()
+
+
+def _feed(digest: "hashlib._Hash", value: Any) -> None:
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"tensor:{t.dtype}:{tuple(t.shape)}:".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        digest.update(f"array:{value.dtype.str}:{value.shape}:".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"dict:{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}=".encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}:{len(value)}:".encode())
+        for item in value:
+            _feed(digest, item)
+    elif hasattr(value, "__dict__") and not isinstance(value, type):  # e.g. an argparse.Namespace: its
+        digest.update(f"object:{type(value).__qualname__}:".encode())  # fields, not a repr with an address
+        _feed(digest, vars(value))
+    else:
+        digest.update(f"{value!r};".encode())
+
+
+def sha256_file(path: str | Path) -> str:
+    """A checkpoint file's identity: the hash of what it holds (``state_sha256``), not of its bytes, so the
+    same weights under another file name (which ``torch.save`` embeds) hash the same. Every model uses it,
+    official checkpoints included, so a run key never depends on where a checkpoint was saved."""
+    return state_sha256(read_checkpoint(path))
+
+
+def _holds(payload: Any) -> str:
+    """What a foreign checkpoint holds, in a few words."""
+    if isinstance(payload, dict):
+        keys = ", ".join(map(str, list(payload)[:5])) + (", ..." if len(payload) > 5 else "")
+        return f"a dict with keys {keys}" if payload else "an empty dict"
+    return f"a {type(payload).__name__}"
 
 
 @dataclass
@@ -114,20 +175,21 @@ class BasePredictor:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save({"model": self.name, "config": self.config(), "state": self.state_dict()}, tmp)
+        payload = {"model": self.name, "config": self.config(), "state": self.state_dict()}
+        torch.save(payload, tmp)
         tmp.replace(path)  # never leave a half-written checkpoint under the real name
-        self.checkpoint_sha256 = sha256_file(path)
+        self.checkpoint_sha256 = state_sha256(payload)
         return self.checkpoint_sha256
 
     def load(self, path: str | Path) -> None:
-        import torch
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        self.load_state_dict(payload["state"] if isinstance(payload, dict) and "state" in payload else payload)
-        self.checkpoint_sha256 = sha256_file(path)
+        """Load this project's checkpoint of this model; anything else is refused with one line."""
+        payload = read_checkpoint(path)
+        if not (isinstance(payload, dict) and {"model", "state"} <= set(payload)):
+            raise InputError(f"{path}: holds {_holds(payload)}, not an ntdmbench checkpoint (model, config, state)")
+        if payload["model"] != self.name:
+            raise InputError(f"{path}: a checkpoint of model {payload['model']!r}, not of {self.name!r}")
+        self.load_state_dict(payload["state"])
+        self.checkpoint_sha256 = state_sha256(payload)
 
     def num_parameters(self) -> int:
         return 0

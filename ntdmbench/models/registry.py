@@ -9,9 +9,12 @@ An entry is a class (or factory) called with keyword arguments (``--model-args``
 from __future__ import annotations
 
 import inspect
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ntdmbench.errors import InputError, MissingFileError
 from ntdmbench.models.predictor import Predictor
 from ntdmbench.registry import Registry
 
@@ -44,7 +47,19 @@ def build_model(name: str, args: Mapping[str, Any] | None = None, *, device: str
     try:
         model = factory(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"model {name!r}: bad --model-args {kwargs}: {exc}") from None
+        raise InputError(f"model {name!r}: bad --model-args {kwargs}: {exc}") from None
+    except ValueError as exc:  # the model refusing a value of its arguments
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"model {name!r}: {exc}") from exc
     if checkpoint:
-        model.load(checkpoint)
+        if not Path(checkpoint).exists():
+            raise MissingFileError(f"{checkpoint}: checkpoint not found")
+        try:
+            model.load(checkpoint)
+        except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            # a model with its own ``load`` (NeMo's official checkpoints) meeting a truncated or foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"{checkpoint}: cannot be loaded into model {name!r} ({type(exc).__name__}: {first})"
+                             ) from exc
     return model

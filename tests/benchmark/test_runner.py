@@ -73,10 +73,10 @@ def test_corrupt_image_fails_only_that_sample(tmp_path):
 
 def test_resume_skips_finished_ids_and_fresh_sets_old_results_aside(tmp_path):
     ds = toy_data.toy_dataset(tmp_path / "data", n=12)
-    cfg = RunConfig(model="oracle", dataset="toy/val", out=str(tmp_path / "runs"), limit=5, progress=False)
+    cfg = RunConfig(model="oracle", dataset="toy/val", out=str(tmp_path / "runs"), progress=False)
     first = run(cfg, dataset=ds, model=OraclePredictor())
-    assert first.metrics["n"] == 5
-    cfg.limit = None
+    shard = first.run_dir.shard(0)
+    shard.write_text("".join(shard.read_text().splitlines(keepends=True)[:5]))  # as if stopped after 5
     second = run(cfg, dataset=ds, model=OraclePredictor())
     assert second.run_dir.path == first.run_dir.path and second.metrics["n"] == 12
     ids = [r["id"] for r in read_jsonl(second.run_dir.shard(0))]
@@ -90,12 +90,11 @@ def test_resume_skips_finished_ids_and_fresh_sets_old_results_aside(tmp_path):
 
 def test_torn_last_line_is_dropped_and_repaired(tmp_path):
     ds = toy_data.toy_dataset(tmp_path / "data", n=6)
-    cfg = RunConfig(model="oracle", dataset="toy/val", out=str(tmp_path / "runs"), limit=3, progress=False)
+    cfg = RunConfig(model="oracle", dataset="toy/val", out=str(tmp_path / "runs"), progress=False)
     run_dir = run(cfg, dataset=ds, model=OraclePredictor()).run_dir
-    with open(run_dir.shard(0), "a") as fh:
-        fh.write('{"id": "boat/img_0005", "azim')  # a kill in the middle of a write
+    kept = "".join(run_dir.shard(0).read_text().splitlines(keepends=True)[:3])
+    run_dir.shard(0).write_text(kept + '{"id": "boat/img_0005", "azim')  # a kill in the middle of a write
     assert len(run_dir.finished_ids()) == 3
-    cfg.limit = None
     result = run(cfg, dataset=ds, model=OraclePredictor())
     lines = run_dir.shard(0).read_text().splitlines()
     assert len(lines) == 6 and all(json.loads(line) for line in lines)

@@ -102,6 +102,12 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert occ.cell(rows["ghost"], "acc_pi6", "L0") == tables.MISSING
     assert ood.cell(ood.rows[0], "acc_pi6", "mean") == 100.0
     assert [r.metrics["L0"]["n"] for r in ablation.rows] == [3, 3]  # smoke has car and sofa: the 3 sofas
+    # Table 1 (all categories) and Table 3 (some) of one model never share a run directory
+    runs = {t: {r["id"]: r["results"]["L0"] for r in index["tables"][t]["rows"] if r["id"] == "mean"}
+            for t in ("table1", "table3")}
+    assert runs["table1"]["mean"]["run_dir"] != runs["table3"]["mean"]["run_dir"]
+    for table, n in (("table1", 6), ("table3", 3)):
+        assert json.loads((Path(runs[table]["mean"]["run_dir"]) / "metrics.json").read_text())["n"] == n
     shifted = {r["id"]: r["rot_err"] for r in read_jsonl(ablation.rows[1].samples["L0"])}
     plain = {r["id"]: r["rot_err"] for r in read_jsonl(ablation.rows[0].samples["L0"])}
     assert shifted.keys() == plain.keys() and shifted != plain  # the eval switch changed the predictions

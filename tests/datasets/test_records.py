@@ -37,3 +37,30 @@ def test_read_rgb_errors_name_the_file(tmp_path):
         read_rgb(bad)
     Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "gray.png")
     assert read_rgb(tmp_path / "gray.png").shape == (4, 6, 3)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
+def test_masks_are_coco_rle_that_pycocotools_decodes_to_the_same_mask():
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:37, :53]
+    masks = [rng.random((37, 53)) > 0.6, ((yy - 18) / 9) ** 2 + ((xx - 20) / 14) ** 2 <= 1, np.zeros((4, 5), bool)]
+    for mask in masks:
+        rle = Prediction(id="car/1", amodal_mask=mask).to_json()["amodal_mask"]
+        assert isinstance(rle["counts"], str) and rle["size"] == list(mask.shape)
+        decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        assert np.array_equal(decoded, mask)  # IoU 1 against the mask that was written
+        assert coco_mask.area(coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))) == mask.sum()
+
+
+def test_the_old_row_major_format_is_refused_naming_the_file(tmp_path):
+    from ntdmbench.benchmark.store import RunDir
+
+    with pytest.raises(DataError, match="old row-major run-length format"):
+        rle_to_mask({"size": [2, 2], "counts": [1, 2, 1]})
+    run_dir = RunDir(tmp_path)
+    run_dir.predictions_dir.mkdir()
+    run_dir.shard(0).write_text('{"id": "car/1", "amodal_mask": {"size": [2, 2], "counts": [1, 2, 1]}}\n')
+    with pytest.raises(DataError, match=r"shard-000.jsonl: car/1: mask in the old row-major"):
+        run_dir.read_predictions()

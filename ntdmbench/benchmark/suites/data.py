@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -49,10 +50,21 @@ def ensure_data(suite: Suite, root: Path | None, dist: Dist, log) -> float:
             raise SuiteError(f"--root {root}: not empty and not a synthetic benchmark (no synthetic.json); "
                              f"give an empty or new folder")
         else:
-            from ntdmbench.datasets.synthetic.generate import generate
-
             log(f"data: generating synthetic preset {suite.synthetic!r} under {root}")
-            generate(root, suite.synthetic, suite.data_seed)
+            _generate_into_place(root, suite.synthetic, suite.data_seed)
     dist.barrier()
     return time.perf_counter() - start
 
+
+def _generate_into_place(root: Path, preset: str, seed: int) -> None:
+    """Generate into ``.ROOTNAME.partial`` beside ``root`` and rename it into place when complete, so an
+    interrupted generation leaves no half-made root behind and the rerun simply starts it again."""
+    from ntdmbench.datasets.synthetic.generate import generate
+
+    partial = root.with_name(f".{root.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # an earlier interrupted generation: ours, and never complete
+    generate(partial, preset, seed)
+    if root.exists():
+        root.rmdir()  # checked empty above
+    partial.rename(root)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ntdmbench.benchmark.store import write_json
+from ntdmbench.errors import MissingFileError
 
 INDEX = "index.json"
 
@@ -153,5 +154,5 @@ class SuiteIndex:
     def read(cls, folder: str | Path) -> "SuiteIndex":
         path = Path(folder) / INDEX
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: not a suite run directory (no {INDEX}); run `ntdmbench suite run` first")
+            raise MissingFileError(f"{folder}: not a suite run directory (no {INDEX}); run `ntdmbench suite run` first")
         return cls.from_json(json.loads(path.read_text()))

@@ -9,6 +9,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
+from ntdmbench.benchmark.interrupt import reraise_if_interrupted
 from ntdmbench.benchmark.runner import RunConfig, RunResult, run
 from ntdmbench.benchmark.store import write_json
 from ntdmbench.benchmark.suites.data import dataset_root
@@ -40,6 +41,7 @@ def predict_all(suite_run: SuiteRun, training: dict[tuple[str, str], TrainingSta
             try:
                 model = build_model(row.model, model_args, device=suite_run.device, checkpoint=checkpoint)
             except Exception as exc:  # noqa: BLE001
+                reraise_if_interrupted()
                 entry.status = "failed"
                 suite_run.fail(row_id, "build", describe_error(exc), table.id)
                 continue
@@ -55,6 +57,7 @@ def predict_all(suite_run: SuiteRun, training: dict[tuple[str, str], TrainingSta
                 try:
                     result = run(cfg, suite_run.dist.rank, suite_run.dist.world, model=model)
                 except Exception as exc:  # noqa: BLE001
+                    reraise_if_interrupted()
                     entry.status = "partial"
                     suite_run.fail(row_id, "predict", describe_error(exc), table.id, cond)
                     if suite_run.dist.is_main and os.environ.get("NTDMBENCH_DEBUG"):

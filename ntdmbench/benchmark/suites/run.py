@@ -15,11 +15,14 @@ from pathlib import Path
 import yaml
 
 from ntdmbench.benchmark import provenance
+from ntdmbench.benchmark.device import check_device
 from ntdmbench.benchmark.distributed import Dist, init_from_env
 from ntdmbench.benchmark.suites import prediction, training
 from ntdmbench.benchmark.suites.data import default_root, ensure_data
 from ntdmbench.benchmark.suites.index import Failure, SuiteIndex, TableEntry
+from ntdmbench.benchmark.store import FolderLock, lock_name, writing_to
 from ntdmbench.benchmark.suites.schema import Suite, load_suite
+from ntdmbench.errors import InputError
 
 
 @dataclass
@@ -84,14 +87,21 @@ def new_index(suite: Suite, root: Path | None, out: Path, device: str, dist: Dis
 def run_suite(ref: str, root: str | None = None, out: str = "runs", device: str = "cpu",
               overrides: list[str] | None = None, tables: list[str] | None = None, models: list[str] | None = None,
               limit: int | None = None, progress: bool = True) -> SuiteRun:
-    """Run a suite end to end (under torchrun: this rank's part); the report is the caller's to write."""
+    """Run a suite end to end (under torchrun: this rank's part); the report is the caller's to write.
+
+    The suite folder is locked for the run (one lock per rank), so a second process on it is refused.
+    """
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: must be a positive number of samples")
+    check_device(device)
     suite = load_suite(ref, overrides, tables, models)
     dist, device = init_from_env(device)
     try:
         root_path = Path(root) if root else default_root(suite)
         index = new_index(suite, root_path, Path(out), device, dist, limit)
         suite_run = SuiteRun(suite, Path(out), root_path, device, dist, index, limit=limit, progress=progress)
-        suite_run.execute()
+        with writing_to(Path(out)), FolderLock(suite_run.dir / lock_name(dist.rank, dist.world)):
+            suite_run.execute()
         return suite_run
     finally:
         dist.close()

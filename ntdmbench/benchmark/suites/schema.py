@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from ntdmbench.errors import MissingFileError, NtdmbenchError
+
 SUITES_DIR = Path(__file__).parent
 
 SUITE_KEYS = {"name", "title", "extends", "synthetic", "roots", "train", "register", "models", "tables",
@@ -18,7 +20,7 @@ TABLE_KEYS = {"id", "title", "benchmark", "conditions", "clean", "mean", "metric
               "models", "train"}
 
 
-class SuiteError(ValueError):
+class SuiteError(NtdmbenchError, ValueError):
     """A suite file that does not describe a runnable suite."""
 
 
@@ -76,7 +78,7 @@ def _suite_path(ref: str, relative_to: Path | None = None) -> Path:
         if not path.is_absolute() and relative_to is not None and not path.is_file():
             path = relative_to / path
         if not path.is_file():
-            raise FileNotFoundError(f"suite file {ref} not found")
+            raise MissingFileError(f"suite file {ref} not found")
         return path
     shipped = SUITES_DIR / f"{ref}.yaml"
     if not shipped.is_file():
@@ -89,7 +91,7 @@ def _read(ref: str, relative_to: Path | None = None, seen: tuple[str, ...] = ())
     path = _suite_path(ref, relative_to)
     if str(path.resolve()) in seen:
         raise SuiteError(f"suite {ref}: 'extends' loops back to itself")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: a suite is a mapping, got {type(raw).__name__}")
     unknown = set(raw) - SUITE_KEYS
@@ -113,6 +115,20 @@ def _read(ref: str, relative_to: Path | None = None, seen: tuple[str, ...] = ())
             picked.append(by_id[t] if isinstance(t, str) else _deep_merge(by_id.get(ref_id, {}), t))
         merged["tables"] = picked
     return merged
+
+
+def _parse_yaml(text: str, where: str, in_file: bool = True) -> Any:
+    """YAML, or one line naming where it breaks (``FILE:LINE:COLUMN``, or the ``--set`` and its column)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if mark is None:
+            raise SuiteError(f"{where}: malformed YAML ({problem})") from None
+        if in_file:
+            raise SuiteError(f"{where}:{mark.line + 1}:{mark.column + 1}: malformed YAML ({problem})") from None
+        raise SuiteError(f"{where}: malformed YAML at column {mark.column + 1} ({problem})") from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +160,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             raise SuiteError(f"--set {key}: {part!r} is not a mapping")
     if not isinstance(node, dict):
         raise SuiteError(f"--set {key}: cannot set a key on a list")
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = _parse_yaml(value, f"--set {assignment}", in_file=False)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

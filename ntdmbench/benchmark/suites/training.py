@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ntdmbench.benchmark.distributed import spread
+from ntdmbench.benchmark.interrupt import reraise_if_interrupted
 from ntdmbench.benchmark.store import run_key, write_json
 from ntdmbench.benchmark.suites.data import dataset_root
 from ntdmbench.benchmark.suites.index import TrainingStatus, describe_error
@@ -65,6 +66,7 @@ def _train_one(job: TrainJob, device: str, seed: int, progress: bool) -> dict[st
         _, sha = train(job.model, job.dataset, job.root, job.category, job.checkpoint, device, seed,
                        job.args, progress=progress)
     except Exception as exc:  # noqa: BLE001 - one model's failure is recorded, the suite goes on
+        reraise_if_interrupted()
         return {"key": job.key, "category": job.category, "error": describe_error(exc),
                 "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
@@ -99,7 +101,7 @@ def plan(run: SuiteRun) -> dict[tuple[str, str], TrainJob]:
                 continue
             root = dataset_root(run.suite, table.train, run.root)
             if table.train not in describes:
-                describes[table.train] = load_dataset(table.train, root).describe()
+                describes[table.train] = load_dataset(table.train, root).identity()  # content, not path
             key = training_key(row.model, row.args, describes[table.train], run.suite.seed)
             path = run.out / "checkpoints" / row.model / f"{key}.pth"
             jobs[(row_id, table.train)] = TrainJob(row.model, row.args, table.train, root, key, str(path),
@@ -154,6 +156,7 @@ def train_all(run: SuiteRun) -> dict[tuple[str, str], TrainingStatus]:
                 try:
                     _merge(unique[key], [p.checkpoint for p in job_parts], run.device)
                 except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
+                    reraise_if_interrupted()
                     r["errors"].append(f"merge: {describe_error(exc)}")
     results = run.dist.gather(results if run.dist.is_main else None)[0]
     out: dict[tuple[str, str], TrainingStatus] = {}

@@ -38,6 +38,7 @@ from ntdmbench.datasets.records import CATEGORIES, Pose, Sample
 from ntdmbench.datasets.synthetic import textures
 from ntdmbench.datasets.synthetic.cad import SUBTYPES, build_cad, write_cad_library
 from ntdmbench.datasets.synthetic.scenes import fit_occluders, paint_occluders, random_light, render_object
+from ntdmbench.errors import InputError
 from ntdmbench.models.meshes import Mesh
 
 OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
@@ -263,7 +264,7 @@ def write_contact_sheet(path: Path, title: str, tiles: list[tuple[str, np.ndarra
 
 def generate(out: str | Path, preset: str = "quick", seed: int = 0) -> dict[str, dict[str, int]]:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        raise InputError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     return Generator(Path(out), PRESETS[preset], seed).run()
 
 
