@@ -144,7 +144,7 @@ def test_html_and_cli(suite_dir, capsys):
     assert "no index.json" in capsys.readouterr().err
 
 
-def test_plots_keep_one_colour_per_model_and_legend_every_model(tmp_path, monkeypatch):
+def test_plots_keep_one_style_per_model_label_thresholds_and_title_by_name(tmp_path, monkeypatch):
     from ntdmbench.reports import plots
 
     figures = []
@@ -159,12 +159,26 @@ def test_plots_keep_one_colour_per_model_and_legend_every_model(tmp_path, monkey
     axes = [ax for ax in figures[0].axes if ax.get_visible()]
     drawn = {}
     for ax in axes:
-        for line in ax.get_lines():
-            drawn.setdefault(line.get_label(), set()).add(line.get_color())
-    assert all(len(c) == 1 for c in drawn.values())  # the same model keeps its colour in every panel
-    assert len({next(iter(c)) for c in drawn.values()}) == len(drawn) == 3  # and models differ
-    assert "C" in drawn and not [l for l in axes[2].get_lines() if l.get_label() == "C"]  # pose-only: no top-1 line
+        for bars in ax.containers:  # one error-bar container per model: its data line and 95 % bars
+            line = bars.lines[0]
+            drawn.setdefault(bars.get_label(), set()).add((line.get_color(), line.get_marker(), line.get_linestyle()))
+    assert all(len(c) == 1 for c in drawn.values())  # the same model keeps its style in every panel
+    assert len({next(iter(c))[0] for c in drawn.values()}) == len(drawn) == 3  # and models differ
+    assert "C" in drawn and not [b for b in axes[2].containers if b.get_label() == "C"]  # pose-only: no top-1 line
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["C", "A", "B"]
+    assert len({c[1] for s in drawn.values() for c in s}) == 3 and len({c[2] for s in drawn.values() for c in s}) == 3
+    assert figures[0]._suptitle.get_text().startswith("Occlusion")  # the table's title, not its id
+    assert axes[0].get_ylabel() == METRICS["acc_pi6"].label and axes[0].containers  # error bars drawn
+    assert plots.error_cdf(occ, tmp_path / "cdf.png")
+    texts = [t.get_text() for t in figures[1].axes[0].texts]
+    assert "π/18 (10°)" in texts and "π/6 (30°)" in texts and figures[1].axes[0].get_xlabel() == "rotation error (°)"
+
+
+def test_plots_write_a_pdf_beside_each_png(suite_dir, tmp_path):
+    from ntdmbench.reports import plots
+
+    made = plots.all_plots(tables.load(suite_dir)[0], tmp_path)
+    assert made and all(p.with_suffix(".pdf").read_bytes().startswith(b"%PDF") for p in made)
 
 
 def test_latex_escape_sets_greek_letters_and_their_subscripts_as_math():
@@ -201,3 +215,19 @@ def test_paper_columns_labels_caption_and_limit(suite_dir):
     assert r"{\scriptsize$\pm$" in with_ci and " ±" in tables.to_markdown(occ, ci=True)
     ood.conditions += ["texture", "context", "weather", "snow", "fog"]  # more than WIDE_COLUMNS columns: table*
     assert r"\begin{table*}[t]" in tables.to_latex(ood, full=True)
+
+
+def test_results_json_holds_every_value_with_n_interval_and_run_dir(suite_dir):
+    from ntdmbench.reports import results
+
+    doc = results.build(suite_dir, tables.load(suite_dir))
+    assert doc["schema"] == results.SCHEMA and doc["limit"] is None
+    a = doc["tables"]["occ"]["results"]["a"]
+    cell = a["conditions"]["L0"]["metrics"]["acc_pi6"]
+    assert (cell["value"], cell["n"], cell["n_failed"]) == (75.0, 4, 0) and cell["ci95"][0] < 75.0 < cell["ci95"][1]
+    assert "run_dir" in a["conditions"]["L0"] and a["capabilities"] == ["amodal", "class", "pose"]
+    assert "amodal_iou" not in doc["tables"]["occ"]["results"]["c"]["conditions"]["L0"]["metrics"]  # no capability
+    assert doc["tables"]["occ"]["results"]["d"]["conditions"] == {}
+    assert doc["tables"]["ood"]["results"]["a"]["conditions"]["mean"]["metrics"]["acc_pi6"]["n"] == 6
+    assert doc["metrics"]["median_err_deg"]["higher_is_better"] is False
+    json.dumps(doc, allow_nan=False)  # strict JSON
