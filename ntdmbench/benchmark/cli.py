@@ -19,7 +19,7 @@ from ntdmbench.registry import UnknownNameError
 
 # Modules exposing ``register(subparsers)`` for their own subcommands.
 COMMAND_MODULES: list[str] = ["ntdmbench.datasets.cli", "ntdmbench.benchmark.train", "ntdmbench.benchmark.suites.cli",
-                               "ntdmbench.benchmark.timing", "ntdmbench.reports.cli"]
+                               "ntdmbench.benchmark.timing", "ntdmbench.reports.cli", "ntdmbench.reports.compare"]
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
