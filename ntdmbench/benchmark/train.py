@@ -5,7 +5,8 @@
 
 The model's ``fit`` gets the training contract of ``models/training.py`` (a ``Resume`` beside the
 checkpoint, so a killed ``train`` continues when rerun with the same arguments); the command then
-writes the final checkpoint with ``save`` and prints its SHA-256.
+writes the final checkpoint with ``save`` and prints its SHA-256. The loss of every epoch the model
+reports goes to ``CKPT.epochs.csv`` beside it (``epoch_log.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ntdmbench.benchmark.epoch_log import record_epochs
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import CATEGORIES
 from ntdmbench.models.training import Resume
@@ -48,7 +50,8 @@ def train(model_name: str, dataset_name: str, root: str | None = None, category:
     model = build_model(model_name, model_args, device=device)
     seed_everything(seed)
     resume = Resume.beside(out)
-    model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
+    with record_epochs(out):
+        model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
     sha = model.save(out)
     resume.clear()
     return out, sha
