@@ -133,7 +133,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         "models": lambda: [(n, _model_line(n)) for n in MODELS.names()],
         "datasets": lambda: [(n, _dataset_line(n)) for n in DATASETS.names()],
         "metrics": lambda: [(m.key, f"{m.description} ({m.task}, {m.unit}, "
-                                    f"{'higher' if m.higher_is_better else 'lower'} is better)") for m in METRICS.values()],
+                                    f"{'higher' if m.higher_is_better else 'lower'} is better)")
+                            for m in METRICS.values()],
         "suites": lambda: [(n, _suite_line(n)) for n in suite_names()],
     }
     for name, items in sections.items():

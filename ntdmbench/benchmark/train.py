@@ -72,9 +72,11 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", required=True, help="e.g. pascal3d/train")
     p.add_argument("--root", help="dataset root (else the dataset's environment variable)")
     p.add_argument("--category", default="all", help="all, one category, or a comma-separated list")
-    p.add_argument("--out", help="checkpoint file (default: checkpoints/MODEL-DATASET-CATEGORY.pth); the per-epoch losses go beside it")
+    p.add_argument("--out", help="checkpoint file (default: checkpoints/MODEL-DATASET-CATEGORY.pth); "
+                                 "CKPT.epochs.csv beside it gets the loss of every epoch")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="training seed (order, augmentation, initialisation)")
-    p.add_argument("--model-args", help="constructor arguments, k=v,k2=v2: model and training settings (default: the paper's)")
+    p.add_argument("--model-args",
+                   help="constructor arguments, k=v,k2=v2: model and training settings (default: the paper's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

@@ -141,7 +141,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="paired bootstrap of two runs (or two rows of a suite) on shared ids",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              description=__doc__.split("\n\n")[1])
     p.add_argument("a", help="run directory A (runs/MODEL/DATASET/KEY), or a row id with --suite")
     p.add_argument("b", help="run directory B, or a row id with --suite")
     p.add_argument("--suite", help="a suite run directory (runs/suites/NAME): A and B are its row ids")

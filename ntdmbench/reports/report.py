@@ -2,8 +2,8 @@
 
 Beside it: ``tables/TABLE.{md,tex}`` (markdown with every column, LaTeX in the paper's layout),
 ``tables.html``, ``results.csv`` (the canonical long form), ``results.json`` (every number with its
-n, interval and run directory) and ``plots/*.{png,pdf}``. Rebuilt from ``index.json`` and the copied result files, so it can be regenerated at
-any time without a model.
+n, interval and run directory) and ``plots/*.{png,pdf}``. Rebuilt from ``index.json`` and the copied
+result files, so it can be regenerated at any time without a model.
 """
 
 from __future__ import annotations

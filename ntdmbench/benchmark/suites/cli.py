@@ -63,7 +63,8 @@ def register(subparsers) -> None:
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: each rank's LOCAL_RANK GPU)")
     r.add_argument("--tables", help="only these table ids, comma-separated (default: every table)")
     r.add_argument("--models", help="only these rows, comma-separated (default: every row)")
-    r.add_argument("--limit", type=int, help="only the first N samples of each condition, a quick try (default: all); every output says so")
+    r.add_argument("--limit", type=int,
+                   help="only the first N samples of each condition, a quick try (default: all); every output says so")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite key, e.g. models.ntdm.args.steps=30 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no per-run progress bars (the suite's own lines stay)")
