@@ -1,7 +1,7 @@
 """The paper's tables from a suite run's result files, never by hand (``ntdmbench table RUN_DIR``).
 
 Formats: markdown (a block per metric), LaTeX (pasteable into a paper), CSV (the canonical long form
-``model,benchmark,condition,metric,value,n,n_failed,ci_low,ci_high``) and HTML.
+``model,benchmark,condition,metric,value,n,n_failed,ci_low,ci_high,limit``) and HTML.
 
 Columns: by default a table prints the paper's own columns (the suite table's ``columns``: Table 1 has
 no clean column for amodal IoU, Table 2 no iid column) with its condition labels (``labels``: L0 is
@@ -352,16 +352,13 @@ def to_latex(table: TableData, full: bool = False, ci: bool = False) -> str:
 
 # --- CSV ------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["model", "benchmark", "condition", "metric", "value", "n", "n_failed", "ci_low", "ci_high"]
+CSV_COLUMNS = ["model", "benchmark", "condition", "metric", "value", "n", "n_failed", "ci_low", "ci_high", "limit"]
 
 
 def to_csv(tables: list[TableData]) -> str:
     """The canonical long form: one line per (model, benchmark, condition, metric) with a value, its
-    sample counts and 95 % interval; a limited run says so in a first ``#`` line."""
+    sample counts and 95 % interval; ``limit`` is the ``--limit`` of a limited run (empty otherwise)."""
     buf = io.StringIO()
-    limits = {t.limit for t in tables if t.limit}
-    if limits:
-        buf.write(f"# LIMITED RUN: only the first {', '.join(map(str, sorted(limits)))} samples of each condition\n")
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for table in tables:
@@ -372,7 +369,7 @@ def to_csv(tables: list[TableData]) -> str:
                     if stat is not None:
                         ci = ["" if v is None else f"{v:.4f}" for v in (stat.ci_low, stat.ci_high)]
                         writer.writerow([row.id, table.benchmark, cond, metric, f"{stat.value:.4f}", stat.n,
-                                         stat.n_failed, *ci])
+                                         stat.n_failed, *ci, table.limit or ""])
     return buf.getvalue()
 
 
