@@ -382,8 +382,8 @@ body{font-family:system-ui,sans-serif;margin:1.5em;max-width:100%;box-sizing:bor
 table{border-collapse:collapse;border-top:2px solid #000;border-bottom:2px solid #000;font-variant-numeric:tabular-nums}
 th,td{padding:3px 9px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-th.group{text-align:center;border-bottom:1px solid #000}
-th.gap,td.gap{padding:0 4px}
+th.group{text-align:center;padding-bottom:0}
+th.group span{display:block;border-bottom:1px solid #000;margin:0 4px;padding-bottom:2px}
 tr.head th{border-bottom:1px solid #000}
 p.note{font-size:small;color:#444;margin:.2em 0}
 p.limit{font-weight:bold;color:#a00}
@@ -421,7 +421,8 @@ def _html_table(table: TableData, full: bool, ci: bool) -> list[str]:
         spec = [cell for _, cells in groups for cell in cells]
         parts.append("<thead>" if k == 0 else "<tbody>")
         parts.append("<tr><th></th>" + "".join(f'<th class="group" colspan="{len(cells)}">'
-                                              f"{html.escape(METRICS[m].label)}</th>" for m, cells in groups) + "</tr>")
+                                              f"<span>{html.escape(METRICS[m].label)}</span></th>"
+                                              for m, cells in groups) + "</tr>")
         parts.append('<tr class="head"><th>Model</th>'
                      + "".join(f"<th>{html.escape(table.label(c))}</th>" for _, c in spec) + "</tr>")
         parts.append("</thead><tbody>" if k == 0 else "")
