@@ -144,3 +144,14 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert [s.stat().st_size for s in shards] == sizes
     with pytest.raises(SuiteError, match="another synthetic benchmark than preset 'quick'"):
         ensure_data(load_suite("quick"), tmp_path / "data", Dist(), print)  # never mixes presets
+
+
+def test_progress_line_counts_jobs_and_estimates_the_time_left():
+    from ntdmbench.benchmark.suites.prediction import Progress, format_duration
+
+    progress = Progress(4)
+    assert progress.line() == "[0/4 jobs, ETA ?]"
+    progress.done, progress.predicting_s = 1, [30.0]  # a reused job does not count towards the ETA
+    assert progress.line() == "[1/4 jobs, ETA 1m30s]"
+    progress.done = 4
+    assert progress.line() == "[4/4 jobs, ETA 0s]" and format_duration(3725) == "1h02m" and format_duration(9) == "9s"
