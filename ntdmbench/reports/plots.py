@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,12 @@ def _legend(axes) -> bool:
     return bool(handles)
 
 
+def _title(fig, text: str, what: str) -> None:
+    """The table's name (wrapped to the figure's width) over what the figure shows."""
+    width = int(fig.get_figwidth() * 13)
+    fig.suptitle(textwrap.fill(text, width) + "\n" + what, fontsize=10)
+
+
 def _save(fig, path: Path) -> Path:
     """``path`` (PNG) and the same figure as a PDF beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +116,7 @@ def accuracy_vs_occlusion(table: TableData, path: Path) -> Path | None:
     if not _legend(axes):
         plt.close(fig)
         return None
-    fig.suptitle(f"{table.title}\naccuracy vs occlusion level (bars: 95 % intervals)", fontsize=10)
+    _title(fig, table.title, "accuracy vs occlusion level (bars: 95 % intervals)")
     return _save(fig, path)
 
 
@@ -151,7 +158,7 @@ def error_cdf(table: TableData, path: Path) -> Path | None:
         ax.set_ylabel("share of samples below")
         ax.grid(alpha=0.3)
     _legend(axes)
-    fig.suptitle(f"{table.title}\nrotation error CDF (bands: 95 % DKW)", fontsize=10)
+    _title(fig, table.title, "rotation error CDF (bands: 95 % DKW)")
     return _save(fig, path)
 
 
@@ -180,7 +187,7 @@ def time_vs_accuracy(table: TableData, path: Path) -> Path | None:
     ax.set_ylabel(f"{METRICS['acc_pi6'].label} on {table.label(cond)}")
     ax.grid(alpha=0.3, which="both")
     _legend([ax])
-    ax.set_title(f"{table.title}\ntime vs accuracy (bars: 95 % intervals)", fontsize=9)
+    _title(fig, table.title, "time vs accuracy (bars: 95 % intervals)")
     return _save(fig, path)
 
 
