@@ -327,7 +327,8 @@ def _latex_body(table: TableData, full: bool, ci: bool) -> tuple[str, list[str]]
     spec = [cell for _, cells in blocks for cell in cells]  # a column group per metric (Table 1)
     groups, rules, first = [], [], 2
     for metric, cells in blocks:
-        groups.append(rf"\multicolumn{{{len(cells)}}}{{c}}{{{METRICS[metric].latex}}}")
+        label = METRICS[metric].latex if len(cells) >= 4 else METRICS[metric].latex_column  # a narrow group
+        groups.append(rf"\multicolumn{{{len(cells)}}}{{c}}{{{label}}}")
         rules.append(rf"\cmidrule(lr){{{first}-{first + len(cells) - 1}}}")
         first += len(cells)
     lines = [r"\toprule", " & ".join(["", *groups]) + r" \\", " ".join(rules),
