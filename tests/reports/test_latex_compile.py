@@ -88,3 +88,13 @@ def test_shipped_report_tex_files_compile(smoke_suite, tmp_path):
         assert text.count(r"\caption{") == 1 and text.count(r"\label{") == 1 and "Table 1:" not in text
     _, log = compile_pdf(paper(files, True), tmp_path, "report")
     assert problems(log) == []
+
+
+def test_labels_with_latex_specials_compile(smoke_suite, tmp_path):
+    table3 = tables.load(smoke_suite)[2]
+    for row, label in zip(table3.rows, ["full NTDM", "single α_b", "w/o BG & co_1 (50 % #2, ~$)"]):
+        row.label = label
+    path = tmp_path / "table3.tex"
+    path.write_text(tables.to_latex(table3, ci=True))
+    _, log = compile_pdf(paper([path], True), tmp_path / "doc", "labels")
+    assert problems(log) == []
