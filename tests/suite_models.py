@@ -31,9 +31,18 @@ class MeanPose(BasePredictor):
         return {"shift": self.shift}
 
     def fit(self, dataset, *, categories, resume, device, seed, progress) -> None:
-        for category in categories:
-            poses = [dataset.load(i).pose for i in dataset.ids() if i.startswith(f"{category}/")]
-            self.means[category] = np.mean([p.angles() for p in poses], axis=0).tolist()
+        """Reports two "epochs" on a tqdm bar, as the real models do (the per-epoch loss CSV reads them)."""
+        from tqdm.auto import tqdm
+
+        angles = {c: np.array([dataset.load(i).pose.angles() for i in dataset.ids() if i.startswith(f"{c}/")])
+                  for c in categories}
+        with tqdm(total=2, desc=f"mean-pose {'+'.join(categories)}", disable=not progress) as bar:
+            for epoch in range(2):
+                for category in categories:
+                    self.means[category] = angles[category].mean(axis=0).tolist()
+                spread = np.mean([np.abs(a - a.mean(axis=0)).mean() for a in angles.values()])
+                bar.set_postfix(epoch=f"{epoch + 1}/2", loss=f"{spread / (epoch + 1):.4f}")
+                bar.update()
 
     def state_dict(self) -> dict:
         return {"means": dict(self.means)}

@@ -215,20 +215,30 @@ class MetricSpec:
     description: str
     value: Callable[[np.ndarray], float]
     interval: Callable[[np.ndarray, int], tuple[float, float]]
+    latex_short: str = ""  # LaTeX header where a column holds one metric (the paper's Table 3); default: latex
+
+    @property
+    def latex_column(self) -> str:
+        return self.latex_short or self.latex
 
 
 METRICS: dict[str, MetricSpec] = {
     m.key: m
     for m in (
         MetricSpec("acc_pi6", "pose", "rot_err", "Acc@π/6 (%) ↑", r"Pose ACC $\frac{\pi}{6}$ $\uparrow$", "%", True,
-                   "rotation error < pi/6 (strict), pooled", *_accuracy_below(PI_6)),
+                   "rotation error < pi/6 (strict), pooled", *_accuracy_below(PI_6),
+                   latex_short=r"Pose $\frac{\pi}{6}$ $\uparrow$"),
         MetricSpec("acc_pi18", "pose", "rot_err", "Acc@π/18 (%) ↑", r"Pose ACC $\frac{\pi}{18}$ $\uparrow$", "%", True,
-                   "rotation error < pi/18 (strict), pooled", *_accuracy_below(PI_18)),
+                   "rotation error < pi/18 (strict), pooled", *_accuracy_below(PI_18),
+                   latex_short=r"Pose $\frac{\pi}{18}$ $\uparrow$"),
         MetricSpec("median_err_deg", "pose", "rot_err", "Median error (°) ↓", r"Median error ($^\circ$) $\downarrow$",
-                   "deg", False, "pooled median rotation error", median_error_deg, _median_interval),
+                   "deg", False, "pooled median rotation error", median_error_deg, _median_interval,
+                   latex_short=r"Med. err. ($^\circ$) $\downarrow$"),
         MetricSpec("amodal_iou", "amodal", "amodal_iou", "Amodal IoU (%) ↑", r"Amodal Segm IoU $\uparrow$", "%", True,
-                   "mean per-object amodal mask IoU", _percent_mean, _percent_mean_interval),
+                   "mean per-object amodal mask IoU", _percent_mean, _percent_mean_interval,
+                   latex_short=r"Seg IoU $\uparrow$"),
         MetricSpec("top1", "class", "class_correct", "Top-1 (%) ↑", r"Classification ACC (\%) $\uparrow$", "%", True,
-                   "top-1 classification accuracy", _percent_mean, _share_interval),
+                   "top-1 classification accuracy", _percent_mean, _share_interval,
+                   latex_short=r"Class ACC $\uparrow$"),
     )
 }

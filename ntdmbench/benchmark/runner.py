@@ -127,7 +127,7 @@ def predict(model: Predictor, dataset: Dataset, ids: Sequence[str], writer: Shar
     from tqdm.auto import tqdm
 
     done = 0
-    with tqdm(total=len(ids), desc=f"{getattr(model, 'name', 'model')}", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(ids), desc=f"{getattr(model, 'name', 'model')}", unit="img", disable=not progress or not ids) as bar:
         for begin in range(0, len(ids), batch_size):
             loaded = [_load(dataset, i) for i in ids[begin:begin + batch_size]]
             failed = [x for x in loaded if isinstance(x, Prediction)]

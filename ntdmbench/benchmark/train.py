@@ -5,7 +5,8 @@
 
 The model's ``fit`` gets the training contract of ``models/training.py`` (a ``Resume`` beside the
 checkpoint, so a killed ``train`` continues when rerun with the same arguments); the command then
-writes the final checkpoint with ``save`` and prints its SHA-256.
+writes the final checkpoint with ``save`` and prints its SHA-256. The loss of every epoch the model
+reports goes to ``CKPT.epochs.csv`` beside it (``epoch_log.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ntdmbench.benchmark.epoch_log import record_epochs
 from ntdmbench.datasets.base import Dataset
 from ntdmbench.datasets.records import CATEGORIES
 from ntdmbench.errors import InputError
@@ -54,7 +56,8 @@ def train(model_name: str, dataset_name: str, root: str | None = None, category:
     with writing_to(out.parent):
         resume = Resume.beside(out)
         try:
-            model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
+            with record_epochs(out):
+                model.fit(dataset, categories=categories, resume=resume, device=device, seed=seed, progress=progress)
         except NotImplementedError as exc:
             raise InputError(f"--model {model_name}: {exc}") from None
         sha = model.save(out)
@@ -73,13 +76,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model and write its checkpoint (resumable)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a registered model (ntdmbench ls models)")
     p.add_argument("--dataset", required=True, help="e.g. pascal3d/train")
     p.add_argument("--root", help="dataset root (else the dataset's environment variable)")
     p.add_argument("--category", default="all", help="all, one category, or a comma-separated list")
-    p.add_argument("--out", help="checkpoint file (default: checkpoints/MODEL-DATASET-CATEGORY.pth)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model-args", help="constructor arguments, k=v,k2=v2 (model and training settings)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", help="checkpoint file (default: checkpoints/MODEL-DATASET-CATEGORY.pth); "
+                                 "CKPT.epochs.csv beside it gets the loss of every epoch")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="training seed (order, augmentation, initialisation)")
+    p.add_argument("--model-args",
+                   help="constructor arguments, k=v,k2=v2: model and training settings (default: the paper's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

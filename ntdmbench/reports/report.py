@@ -1,8 +1,9 @@
 """``report.md`` of a suite run: its tables, figures, failures, timings and provenance, from result files.
 
-Beside it: ``tables/TABLE.{md,tex}``, ``tables.html``, ``results.csv`` (the canonical long form) and
-``plots/*.png``. Rebuilt from ``index.json`` and the copied result files, so it can be regenerated at
-any time without a model.
+Beside it: ``tables/TABLE.{md,tex}`` (markdown with every column, LaTeX in the paper's layout),
+``tables.html``, ``results.csv`` (the canonical long form), ``results.json`` (every number with its
+n, interval and run directory) and ``plots/*.{png,pdf}``. Rebuilt from ``index.json`` and the copied
+result files, so it can be regenerated at any time without a model.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ntdmbench.benchmark.store import write_json
 from ntdmbench.benchmark.suites.index import SuiteIndex
-from ntdmbench.reports import plots, tables
+from ntdmbench.reports import plots, results, tables
 
 
 def _settings(index: SuiteIndex) -> list[str]:
@@ -58,7 +60,7 @@ def _header(index: SuiteIndex, data: list[tables.TableData]) -> list[str]:
     prov = index.provenance
     git, device, versions = prov.get("git", {}), prov.get("device", {}), prov.get("versions", {})
     gpu = f" ({device['gpu']})" if device.get("gpu") else ""
-    limit = f"; first {index.limit} samples per condition only" if index.limit else ""
+    limit = f"; **LIMITED RUN: only the first {index.limit} samples of each condition**" if index.limit else ""
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
     packages = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     tex = ", ".join(f"[{t.id}.tex](tables/{t.id}.tex)" for t in data)
@@ -68,8 +70,10 @@ def _header(index: SuiteIndex, data: list[tables.TableData]) -> list[str]:
         f"Code {git.get('commit') or 'unknown'}{dirty}; {packages}.",
         "",
         ("Everything below is built from the result files in this folder "
-         "(`ntdmbench table THIS_FOLDER --format md|latex|csv|html`). Files: [results.csv](results.csv) "
-         f"(model, benchmark, condition, metric, value), [tables.html](tables.html), {tex}."),
+         "(`ntdmbench table THIS_FOLDER --format md|latex|csv|html`). Files: [results.json](results.json) "
+         "(every value with n, failures, 95 % interval and run directory), [results.csv](results.csv) "
+         f"(the same in long form), [tables.html](tables.html), {tex} (the paper's layout; "
+         "`--columns all` adds Δ and every condition)."),
     ]
 
 
@@ -84,6 +88,7 @@ def write_report(run_dir: str | Path) -> Path:
         (table_dir / f"{t.id}.tex").write_text(tables.to_latex(t))
     (run_dir / "tables.html").write_text(tables.to_html(data, index.title))
     (run_dir / "results.csv").write_text(tables.to_csv(data))
+    write_json(run_dir / "results.json", results.build(run_dir, data))
 
     lines = [f"# {index.title}", "", *_header(index, data), ""]
     failures = index.failures

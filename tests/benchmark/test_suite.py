@@ -120,12 +120,20 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
         with Image.open(png) as im:
             assert im.size[0] > 300 and im.size[1] > 200
     assert len(list((report.parent / "plots").glob("*.png"))) >= 6
-    assert (report.parent / "results.csv").read_text().startswith("model,benchmark,condition,metric,value\n")
+    assert (report.parent / "results.csv").read_text().startswith("model,benchmark,condition,metric,value,n,")
+    assert len(list((report.parent / "plots").glob("*.pdf"))) == len(list((report.parent / "plots").glob("*.png")))
+    results = json.loads((report.parent / "results.json").read_text())
+    cell = results["tables"]["table1"]["results"]["oracle"]["conditions"]["L2"]
+    assert cell["metrics"]["acc_pi6"]["value"] == 100.0 and Path(cell["run_dir"]).is_dir()
+    assert results["config"]["name"] == "suite" and results["provenance"]["git"].get("commit")
+    assert "[0/30 jobs, ETA ?] table1: Oracle on L0" in captured.err and "[30/30 jobs, ETA 0s]" in captured.err
     assert (report.parent / "tables" / "table1.tex").read_text().count(r"\toprule") == 1
 
     # one checkpoint for 'mean' (shared by both tables); the rerun trains and predicts nothing
     checkpoints = list((tmp_path / "runs" / "checkpoints" / "mean-pose").glob("*.pth"))
     assert len(checkpoints) == 1
+    losses = (checkpoints[0].parent / f"{checkpoints[0].stem}.epochs.csv").read_text().splitlines()
+    assert losses[0] == "stage,epoch,loss" and [line.split(",")[1] for line in losses[1:]] == ["1", "2"]
     stamp = checkpoints[0].stat().st_mtime_ns
     shards = sorted((tmp_path / "runs").glob("*/*/*/*/predictions/shard-*.jsonl"))
     sizes = [s.stat().st_size for s in shards]
@@ -133,6 +141,7 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "2 checkpoint(s), 1 cached, 1 job(s)" in err  # only the ghost is tried again
+    assert "table1: Oracle on L1 (occluded-pascal3d/val/L1): reused, all 6 samples were already predicted" in err
     training = json.loads((report.parent / "index.json").read_text())["training"]
     mean = [k for k in training if training[k]["model"] == "mean-pose"]
     assert mean and all(training[k]["cached"] and training[k]["seconds"] == first_training[k]["seconds"] > 0
@@ -141,3 +150,14 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert [s.stat().st_size for s in shards] == sizes
     with pytest.raises(SuiteError, match="another synthetic benchmark than preset 'quick'"):
         ensure_data(load_suite("quick"), tmp_path / "data", Dist(), print)  # never mixes presets
+
+
+def test_progress_line_counts_jobs_and_estimates_the_time_left():
+    from ntdmbench.benchmark.suites.prediction import Progress, format_duration
+
+    progress = Progress(4)
+    assert progress.line() == "[0/4 jobs, ETA ?]"
+    progress.done, progress.predicting_s = 1, [30.0]  # a reused job does not count towards the ETA
+    assert progress.line() == "[1/4 jobs, ETA 1m30s]"
+    progress.done = 4
+    assert progress.line() == "[4/4 jobs, ETA 0s]" and format_duration(3725) == "1h02m" and format_duration(9) == "9s"

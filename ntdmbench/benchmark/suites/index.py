@@ -71,6 +71,8 @@ class TableEntry:
     mean: list[str] | None = None
     categories: list[str] | None = None
     layout: str = "wide"
+    columns: dict[str, list[str]] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
     train: str | None = None
     rows: list[RowEntry] = field(default_factory=list)
 

@@ -80,7 +80,8 @@ def new_index(suite: Suite, root: Path | None, out: Path, device: str, dist: Dis
     for order, t in enumerate(suite.tables):
         index.tables[t.id] = TableEntry(id=t.id, title=t.title, benchmark=t.benchmark, conditions=list(t.conditions),
                                         datasets=t.conditions, metrics=t.metrics, order=order, clean=t.clean,
-                                        mean=t.mean, categories=t.categories, layout=t.layout, train=t.train)
+                                        mean=t.mean, categories=t.categories, layout=t.layout, train=t.train,
+                                        columns=t.columns, labels=t.labels)
     return index
 
 

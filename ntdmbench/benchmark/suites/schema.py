@@ -17,7 +17,7 @@ SUITE_KEYS = {"name", "title", "extends", "synthetic", "roots", "train", "regist
               "seed", "data_seed"}
 ROW_KEYS = {"model", "label", "args", "eval_args", "train", "per_category", "batch_size"}
 TABLE_KEYS = {"id", "title", "benchmark", "conditions", "clean", "mean", "metrics", "categories", "layout",
-              "models", "train"}
+              "models", "train", "columns", "labels"}
 
 
 class SuiteError(NtdmbenchError, ValueError):
@@ -49,6 +49,8 @@ class Table:
     mean: list[str] | None = None
     categories: list[str] | None = None
     layout: str = "wide"
+    columns: dict[str, list[str]] | None = None  # metric -> the paper's columns (conditions or mean)
+    labels: dict[str, str] = field(default_factory=dict)  # condition -> printed header, e.g. L0 -> w/o
 
 
 @dataclass
@@ -232,12 +234,33 @@ def _table(spec: Any, name: str, rows: dict[str, Row], default_train: str | None
     layout = spec.get("layout", "wide")
     if layout not in ("wide", "stacked"):
         raise SuiteError(f"{where}: layout {layout!r} (choose wide or stacked)")
+    columns = _paper_columns(spec.get("columns"), metrics, [*conditions, *(["mean"] if mean else [])], where)
+    labels = {str(k): str(v) for k, v in _mapping(spec.get("labels"), f"{where}: labels").items()}
+    if not set(labels) <= set(conditions) | {"mean"}:
+        raise SuiteError(f"{where}: labels {sorted(set(labels) - set(conditions))} are not conditions")
     train = spec.get("train", default_train)
     if any(rows[m].train for m in models) and train not in DATASETS:
         raise SuiteError(f"{where}: training dataset {train!r} is not a catalog name")
     return Table(id=tid, title=str(spec.get("title", tid)), benchmark=str(spec.get("benchmark", tid)),
                  conditions=conditions, metrics=metrics, models=models, train=train, clean=clean, mean=mean,
-                 categories=_names(spec.get("categories"), f"{where}: categories"), layout=layout)
+                 categories=_names(spec.get("categories"), f"{where}: categories"), layout=layout,
+                 columns=columns, labels=labels)
+
+
+def _paper_columns(value: Any, metrics: list[str], allowed: list[str], where: str) -> dict[str, list[str]] | None:
+    """``columns``: the columns the paper prints, as one list for every metric or a mapping per metric
+    (metrics left out print every condition); ``None`` when the key is absent."""
+    if value is None:
+        return None
+    per_metric = {m: value for m in metrics} if isinstance(value, list) else _mapping(value, f"{where}: columns")
+    out = {}
+    for metric, cols in per_metric.items():
+        names = _names(cols, f"{where}: columns.{metric}") or []
+        if metric not in metrics or not names or not set(names) <= set(allowed):
+            raise SuiteError(f"{where}: columns.{metric}: {names} (metrics {', '.join(metrics)}; "
+                             f"columns from {', '.join(allowed)})")
+        out[str(metric)] = names
+    return out
 
 
 def build_suite(raw: dict[str, Any]) -> Suite:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ntdmbench.benchmark import epoch_log
 from ntdmbench.benchmark.distributed import spread
 from ntdmbench.benchmark.interrupt import reraise_if_interrupted
 from ntdmbench.benchmark.store import run_key, write_json
@@ -75,7 +76,8 @@ def _train_one(job: TrainJob, device: str, seed: int, progress: bool) -> dict[st
 
 def _merge(job: TrainJob, parts: list[str], device: str) -> None:
     """Join per-category checkpoints into the job's checkpoint with the model's ``merge``; the parts
-    are removed once the joined checkpoint is written (until then they are what a rerun resumes from)."""
+    are removed once the joined checkpoint is written (until then they are what a rerun resumes from);
+    their per-epoch loss logs become one."""
     from ntdmbench.models.registry import build_model
 
     model = build_model(job.model, job.args, device=device)
@@ -84,6 +86,7 @@ def _merge(job: TrainJob, parts: list[str], device: str) -> None:
         raise SuiteError(f"model {job.model!r} has no merge(paths); it cannot train with per_category: true")
     merge([Path(p) for p in parts])
     model.save(job.checkpoint)
+    epoch_log.join([Path(p) for p in parts], job.checkpoint)
     for p in parts:
         Path(p).unlink(missing_ok=True)
 
