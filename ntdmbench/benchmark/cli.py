@@ -116,7 +116,7 @@ def _dataset_line(name: str) -> str:
 
     entry = DATASETS.get(name)
     if not hasattr(entry, "family"):  # a plugin's dataset
-        return first_sentence(entry.__doc__)
+        return first_sentence(entry.__doc__) or "registered outside the catalog, without a description"
     layout = "raw release" if entry.family.endswith("-raw") else "NeMo-prepared"
     what = {"pascal3d": "PASCAL3D+", "occluded-pascal3d": "Occluded PASCAL3D+", "oodcv": "OOD-CV"}[
         entry.family.removesuffix("-raw")]
