@@ -40,7 +40,7 @@ import torch
 
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import DataError, Prediction, Sample
-from ntdmbench.models.backbone import FeatureNet
+from ntdmbench.models.backbone import IMAGENET, FeatureNet, load_resnet_weights, resnet_state_dict
 from ntdmbench.models.camera import Camera
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.meshes import read_off
@@ -80,7 +80,7 @@ class NTDMPredictor(BasePredictor):
     # feature extractor
     backbone_depth: int = 50
     feature_dim: int = 128
-    backbone_weights: str | None = None  # a local torchvision ResNet state dict; None trains from scratch
+    backbone_weights: str | None = IMAGENET  # "imagenet" (torchvision IMAGENET1K_V1), a local state dict, or None
     # deformable mesh (eq. 1-2)
     template_level: int = 4  # icosphere level: 2562 vertices
     mlp_hidden: int = 128
@@ -218,7 +218,9 @@ class NTDMPredictor(BasePredictor):
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         bins = 1 if self.single_alpha else self.n_bins
-        self.backbone = FeatureNet(self.backbone_depth, self.feature_dim, self.backbone_weights).to(device)
+        self.backbone = FeatureNet(self.backbone_depth, self.feature_dim).to(device)
+        if "epoch" not in state and (start_weights := resnet_state_dict(self.backbone_weights, self.backbone_depth)):
+            load_resnet_weights(self.backbone.net, start_weights, str(self.backbone_weights))
         self.models = {c: self._category_model(self._mesh(state["meshes"][c]),
                                                NeuralTexture(bins, self.feature_dim, self.texture_size, gen))
                        for c in categories}

@@ -54,6 +54,7 @@ from ntdmbench.baselines.nemo.inference import (
 from ntdmbench.baselines.nemo.official import is_official, load_official
 from ntdmbench.benchmark.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
+from ntdmbench.models.backbone import IMAGENET, load_resnet_weights, resnet_state_dict
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import (
     BasePredictor,
@@ -77,13 +78,14 @@ class NeMoPredictor(BasePredictor):
     # network and meshes
     backbone_depth: int = 50
     feature_dim: int = 128
-    backbone_weights: str | None = None  # a local torchvision ResNet state dict; None trains from scratch
+    backbone_weights: str | None = IMAGENET  # "imagenet" (torchvision IMAGENET1K_V1), a local state dict, or None
     mesh_mode: str = "single"  # "single" | "multi" cuboid(s)
     mesh_vertices: int = 1000
     # training (TrainNeMo.py)
     epochs: int = 800
     batch_size: int = 108
     lr: float = 1e-4
+    lr_schedule: str = "angtian"  # "angtian" (TrainNeMo.py) | "wufeim" (MultiStepLR [400, 600] of 800) | "constant"
     weight_decay: float = 1e-4
     accumulate: int = 10
     bank_momentum: float = 0.9
@@ -93,7 +95,7 @@ class NeMoPredictor(BasePredictor):
     near_px: float = 48.0  # exclusion radius in pixels at viewport 3000, scaled with the crop's focal length
     num_noise: int = 5
     max_group: int = 512  # clutter FIFO rows = num_noise * max_group
-    noise_outside_box: bool = True
+    noise_outside_box: bool = False  # TrainNeMo.py: noise_on_mask=False (the refactor draws outside the box)
     checkpoint_every_s: float = 60.0  # at most one resumable-state save per this many seconds (and per category end)
     # inference (MeshPoseSolveAll.py)
     n_azimuth: int = 12
@@ -116,6 +118,8 @@ class NeMoPredictor(BasePredictor):
         coerce_numbers(self)
         if self.mesh_mode not in ("single", "multi"):
             raise ValueError(f"mesh_mode must be 'single' or 'multi', got {self.mesh_mode!r}")
+        if self.lr_schedule not in training.LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(training.LR_SCHEDULES)}, got {self.lr_schedule!r}")
         for key in ("epochs", "batch_size", "accumulate", "steps", "mesh_vertices", "num_noise", "max_group"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -127,7 +131,7 @@ class NeMoPredictor(BasePredictor):
     def _train_settings(self) -> training.TrainSettings:
         return training.TrainSettings(self.epochs, self.batch_size, self.lr, self.weight_decay, self.accumulate,
                                       self.temperature, self.clutter_weight, self.clutter_reg, self.near_px,
-                                      self.num_noise, self.noise_outside_box)
+                                      self.num_noise, self.noise_outside_box, self.lr_schedule)
 
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str = "cpu",
             seed: int = 0, progress: bool = True) -> None:
@@ -148,6 +152,9 @@ class NeMoPredictor(BasePredictor):
         current = state.get("current") if state else None
         ids = ids_by_category(dataset, categories)
         self.models, self.trained = {}, {}
+        start_weights = None
+        if any(c not in finished for c in categories):
+            start_weights = resnet_state_dict(self.backbone_weights, self.backbone_depth)
         for category in categories:
             if category in finished:
                 self.models[category] = CategoryModel.rebuild(finished[category]["model"])
@@ -158,7 +165,9 @@ class NeMoPredictor(BasePredictor):
             torch.manual_seed(seed_c)
             model = CategoryModel(category_cuboids(cad_root, category, self.mesh_mode, self.mesh_vertices),
                                   self.backbone_depth, self.feature_dim, self.num_noise * self.max_group,
-                                  self.bank_momentum, self.backbone_weights, torch.Generator().manual_seed(seed_c))
+                                  self.bank_momentum, torch.Generator().manual_seed(seed_c))
+            if start_weights is not None:
+                load_resnet_weights(model.net.net, start_weights, str(self.backbone_weights))
             items = [training.prepare(dataset.load(i), model, self.input_spec, settings) for i in ids[category]]
             start = current["state"] if current and current["category"] == category else None
 
