@@ -192,7 +192,7 @@ def cuboid(box: np.ndarray, number_vertices: int = 1000) -> Mesh:
     vertices, faces = [], []
     for normal, inner, outer in ((2, 0, 1), (1, 0, 2), (0, 1, 2)):
         grid, tri = _side(samples[inner], samples[outer])
-        for value in box[normal]:
+        for value in samples[normal][[0, -1]]:  # min + size, not max: as the official, to the last bit
             v = np.empty((len(grid), 3))
             v[:, inner], v[:, outer], v[:, normal] = grid[:, 0], grid[:, 1], value
             offset = sum(len(x) for x in vertices)
