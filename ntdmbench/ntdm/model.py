@@ -16,13 +16,13 @@ folder at test time). ``predict`` runs every category model on every crop and re
 The focal length is the crop's intrinsics (the sample's focal x viewport, else ``focal_px``, else
 3000) and the principal point the crop centre (NeMo's crops are centred on the object).
 
-Defaults are the paper's settings (ResNet50 ResNetExt, 2562-vertex template, b = 7 bins, q = 256,
+Defaults are the paper's settings (ImageNet-pretrained ResNet50 ResNetExt, 2562-vertex template, b = 7 bins, q = 256,
 800 epochs, 1000/2000 samples, 144 starts x one-hot latents, 300 Adam steps). Table 3's switches:
 ``use_background=false`` (w/o BG), ``single_alpha=true`` (one bin: trained with one, or the
 normal-aligned bin of a 7-bin checkpoint), ``fix_shape=true``, ``latent_init=random|average``.
 The ``quick`` preset (4 categories, 192 training images, 2 CPU cores) uses::
 
-    --model-args backbone_depth=18,template_level=3,mlp_hidden=64,fit_iters=40,fit_lr=0.01,fit_points=300,texture_size=32,epochs=24,batch_size=8,lr=0.001,n_pos=200,n_neg=400,n_class_neg=200,n_azimuth=12,n_elevation=4,n_theta=1,steps=30,class_topk=2
+    --model-args backbone_weights=none,backbone_depth=18,template_level=3,mlp_hidden=64,fit_iters=40,fit_lr=0.01,fit_points=300,texture_size=32,epochs=24,batch_size=8,lr=0.001,n_pos=200,n_neg=400,n_class_neg=200,n_azimuth=12,n_elevation=4,n_theta=1,steps=30,class_topk=2
 """
 
 from __future__ import annotations
