@@ -181,8 +181,9 @@ def cuboid(box: np.ndarray, number_vertices: int = 1000) -> Mesh:
     Each side is its own regular grid with edge ``sqrt(area / number_vertices)`` (cube-edge vertices
     repeat, as in NeMo), sides in the order z = min, z = max (x inner, y outer), y = min, y = max (x
     inner, z outer), x = min, x = max (y inner, z outer). The triangles are the official ones, each wound
-    to face outwards (the official winding is the same on opposite sides, and its first side indexes row
-    ``n * xn + n`` instead of ``m * xn + n``, a typo that folds triangles across the side).
+    to face outwards (the official winding is the same on opposite sides), with the first side indexed as
+    wufeim/NeMo's ``data/create_cuboid_mesh.py`` corrected it (Angtian's reads row ``n * xn + n`` for
+    ``m * xn + n``, a typo that folds triangles across the side).
     """
     box = np.asarray(box, dtype=np.float64)
     size = box[:, 1] - box[:, 0]
