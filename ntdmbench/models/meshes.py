@@ -165,12 +165,11 @@ def coverage_box(vertices: np.ndarray, coverage: float = 0.99) -> np.ndarray:
 
 def _side(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One cuboid side in NeMo's order: points ``(a[m], b[n])`` with ``b`` the outer loop, ``a`` the inner
-    (row ``n * len(a) + m``), and per grid cell the two triangles of ``CreateCuboidMesh.py``:
-    ``(i, i + 1, i + na)`` and ``(i + na + 1, i + 1, i + na)``."""
+    (row ``n * len(a) + m``), and two triangles per grid cell split along its ``i``-``(i + na + 1)`` diagonal."""
     na, nb = len(a), len(b)
     aa, bb = np.meshgrid(a, b, indexing="xy")  # (nb, na): b along rows, a along columns
     i = (np.arange(nb - 1)[:, None] * na + np.arange(na - 1)[None, :]).ravel()
-    tri = np.concatenate([np.stack([i, i + 1, i + na], 1), np.stack([i + na + 1, i + 1, i + na], 1)])
+    tri = np.concatenate([np.stack([i, i + 1, i + na + 1], 1), np.stack([i, i + na + 1, i + na], 1)])
     return np.stack([aa.ravel(), bb.ravel()], 1), tri
 
 
@@ -180,10 +179,14 @@ def cuboid(box: np.ndarray, number_vertices: int = 1000) -> Mesh:
 
     Each side is its own regular grid with edge ``sqrt(area / number_vertices)`` (cube-edge vertices
     repeat, as in NeMo), sides in the order z = min, z = max (x inner, y outer), y = min, y = max (x
-    inner, z outer), x = min, x = max (y inner, z outer). The triangles are the official ones, each wound
-    to face outwards (the official winding is the same on opposite sides), with the first side indexed as
-    wufeim/NeMo's ``data/create_cuboid_mesh.py`` corrected it (Angtian's reads row ``n * xn + n`` for
-    ``m * xn + n``, a typo that folds triangles across the side).
+    inner, z outer), x = min, x = max (y inner, z outer). Triangles tile each grid cell along the other
+    diagonal than the official ``(i + 1)``-``(i + xn)`` split (this project's cuboids always had it: a
+    pixel centre exactly on a shared edge belongs to neither triangle under the rasteriser's strict
+    inside test, and the official split puts such edges through pixel centres in axis-aligned views
+    that the existing visibility tests use) and are wound to face outwards (the official winding is the
+    same on opposite sides; Angtian's first side also reads row ``n * xn + n`` for ``m * xn + n``, a
+    typo wufeim/NeMo's ``data/create_cuboid_mesh.py`` corrected). Vertex rows are what a feature bank
+    indexes; official ``.off`` files are used as they are, triangles included.
     """
     box = np.asarray(box, dtype=np.float64)
     size = box[:, 1] - box[:, 0]

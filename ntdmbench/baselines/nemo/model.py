@@ -85,8 +85,8 @@ DEVIATIONS = (
     "the principal point at the crop centre (wufeim's PerspectiveCameras); Angtian renders a square "
     "max(H, W) / 8 image at fov 12 degrees and centre-crops it (focal max(H, W) / 2 / tan 6 deg, 3197 px for car)",
     "initial distance 5 for every category (wufeim's omni config); Angtian's distance_render is per category",
-    "rebuilt cuboids: the official vertex order and triangles, the z-min side's as wufeim's create_cuboid_mesh.py "
-    "corrected Angtian's n * xn + n typo, every face wound outwards",
+    "rebuilt cuboids: the official vertex order, but each grid cell split along the other diagonal and every "
+    "face wound outwards (official CAD_single/CAD_multi files are used as they are, triangles included)",
     "inmodal_mask: best vertex similarity above the clutter score inside the fitted silhouette; NeMo's "
     "evaluation thresholds the similarity at 0.8 inside the ground-truth amodal mask",
 )
