@@ -3,12 +3,15 @@
 The paper extends a Mask R-CNN with a pose head that treats pose as classification and trains it end to
 end on classes, boxes, amodal masks and poses (§4.1.3). detectron2 cannot be installed from the registry,
 so this is torchvision's ``maskrcnn_resnet50_fpn`` design (ResNet-FPN backbone built by
-``resnet_fpn_backbone``, any depth; random weights with trainable batch norm, as torchvision builds it
-without pretrained weights) plus a linear pose classifier of 3 x 41 bins (``bins``) on the box head's
-RoI representation, the arrangement of NeMo's Faster R-CNN viewpoint head (``docs/reference.md``
-§Pose as classification). The pose head trains on positive RoIs (IoU >= 0.5 with a ground-truth box,
-at most the box sampler's positive quota per image) like the mask branch, and predicts on the final box.
-Mask targets are the amodal masks, so the mask branch learns amodal segmentation.
+``resnet_fpn_backbone``, any depth, from ImageNet weights as ``maskrcnn_resnet50_fpn(weights_backbone=
+ResNet50_Weights.IMAGENET1K_V1)`` starts: ``backbone_weights`` ``imagenet`` (torchvision's
+``ResNet{depth}_Weights.IMAGENET1K_V1``), a local torchvision state dict, or ``none`` for random weights
+with trainable batch norm, as torchvision builds it without pretrained weights) plus a linear pose
+classifier of 3 x 41 bins (``bins``) on the box head's RoI representation, the arrangement of NeMo's
+Faster R-CNN viewpoint head (``docs/reference.md`` §Pose as classification). The pose head trains on
+positive RoIs (IoU >= 0.5 with a ground-truth box, at most the box sampler's positive quota per image)
+like the mask branch, and predicts on the final box. Mask targets are the amodal masks, so the mask
+branch learns amodal segmentation.
 
 Prediction is for the main object: the (proposal, class) pair with the highest class probability, which
 is the top detection torchvision would return but without the score threshold, so every image gets a
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -38,7 +40,7 @@ from ntdmbench.baselines.sgd_loop import train_epochs
 from ntdmbench.baselines.single_network import SingleNetwork
 from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
-from ntdmbench.models.backbone import RESNETS
+from ntdmbench.models.backbone import IMAGENET, RESNETS, pretrained, resnet_state_dict
 from ntdmbench.models.predictor import BasePredictor, Capability, coerce_numbers
 
 
@@ -47,7 +49,7 @@ class PoseMaskRCNN(nn.Module):
 
     def __init__(self, depth: int, num_classes: int, num_bins: int, min_size: int, max_size: int,
                  proposals_train: int, proposals_test: int, rois_per_image: int, fpn_channels: int,
-                 box_representation: int, mask_channels: int, weights: str | Path | None = None):
+                 box_representation: int, mask_channels: int, pretrained: bool = False):
         super().__init__()
         from torchvision.models.detection import MaskRCNN
         from torchvision.models.detection.faster_rcnn import (
@@ -59,7 +61,7 @@ class PoseMaskRCNN(nn.Module):
             MaskRCNNPredictor,
         )
 
-        backbone = resnet_fpn(depth, fpn_channels, weights)
+        backbone = resnet_fpn(depth, fpn_channels, pretrained)
         self.detector = MaskRCNN(
             backbone, min_size=min_size, max_size=max_size,
             rpn_pre_nms_top_n_train=proposals_train, rpn_post_nms_top_n_train=proposals_train,
@@ -150,12 +152,12 @@ class PoseMaskRCNN(nn.Module):
         return out
 
 
-def resnet_fpn(depth: int, channels: int, weights: str | Path | None = None) -> nn.Module:
+def resnet_fpn(depth: int, channels: int, pretrained: bool = False) -> nn.Module:
     """torchvision's ``resnet_fpn_backbone`` with the FPN width a setting (that function fixes it at 256).
 
-    Its rule for batch norm and frozen stages: over pretrained ``weights`` (a local torchvision ResNet
-    state dict) frozen batch norm and layers 2-4 trainable; from random weights trainable batch norm and
-    every layer trainable.
+    Its rule for batch norm and frozen stages: for ``pretrained`` weights (loaded into ``.body`` by ``fit``)
+    frozen batch norm and layers 2-4 trainable; from random weights trainable batch norm and every layer
+    trainable.
     """
     import torchvision
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -164,9 +166,8 @@ def resnet_fpn(depth: int, channels: int, weights: str | Path | None = None) -> 
     if depth not in RESNETS:
         raise ValueError(f"depth {depth}: choose one of {sorted(RESNETS)}")
     resnet = getattr(torchvision.models, RESNETS[depth])(
-        weights=None, norm_layer=FrozenBatchNorm2d if weights else nn.BatchNorm2d)
-    if weights:
-        load_torchvision_resnet(resnet, weights, depth)
+        weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+    if pretrained:
         for name, parameter in resnet.named_parameters():
             if not name.startswith(("layer2", "layer3", "layer4")):
                 parameter.requires_grad_(False)
@@ -221,12 +222,13 @@ class MultiTaskMaskRCNNPredictor(SingleNetwork, BasePredictor):
     lr_milestones: tuple[int, ...] | str = (30, 35)  # epochs; "30 35" on the command line
     lr_gamma: float = 0.1
     warmup_iters: int = 1000
-    weights: str | None = None
+    backbone_weights: str | None = IMAGENET  # "imagenet", a local torchvision state dict, or None
     categories: tuple[str, ...] = CATEGORIES
     device: str = field(default="cpu", repr=False)
 
     arch: ClassVar[tuple[str, ...]] = ("depth", "min_size", "max_size", "num_bins", "fpn_channels",
-                                       "box_representation", "mask_channels", "categories")  # fixed by the checkpoint
+                                       "box_representation", "mask_channels", "categories",
+                                       "backbone_weights")  # fixed by the checkpoint (frozen batch norm or not)
 
     def __post_init__(self) -> None:
         coerce_numbers(self)
@@ -260,9 +262,13 @@ class MultiTaskMaskRCNNPredictor(SingleNetwork, BasePredictor):
         self._net = PoseMaskRCNN(
             self.depth, len(self.categories), self.num_bins, self.min_size, self.max_size, self.proposals_train,
             self.proposals_test, self.rois_per_image, self.fpn_channels, self.box_representation,
-            self.mask_channels, self.weights,
+            self.mask_channels, pretrained(self.backbone_weights),
         ).to(self.device)
         self._net.eval()
+
+    def load_state_dict(self, state: dict) -> None:
+        """A checkpoint written before ``backbone_weights`` was part of the architecture started from random weights."""
+        super().load_state_dict({**state, "arch": {"backbone_weights": None, **state["arch"]}})
 
     def _targets(self, samples: list[Sample]) -> list[dict[str, torch.Tensor]]:
         out = []
@@ -298,6 +304,8 @@ class MultiTaskMaskRCNNPredictor(SingleNetwork, BasePredictor):
         self.categories = tuple(categories)
         torch.manual_seed(seed)  # the initial weights follow the seed
         self._build()
+        if (start := resnet_state_dict(self.backbone_weights, self.depth)) is not None:
+            load_torchvision_resnet(self.net.detector.backbone.body, start, self.depth, str(self.backbone_weights))
         groups = ids_by_category(dataset, categories)
         ids = [i for c in categories for i in groups[c]]
         params = [p for p in self.net.parameters() if p.requires_grad]

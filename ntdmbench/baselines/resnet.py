@@ -11,16 +11,17 @@
 Both resize the whole object crop to a square (as NeMo's ``PASCAL3D_NeMo_cls`` pipeline does with its
 512x512 crops) rather than centre-cropping, which would cut off the ends of elongated objects.
 torchvision's adaptive average pool is NeMo's ``AvgPool2d(8)`` at 256 input and keeps other sizes
-working. Weights start random (nothing can be downloaded); ``weights`` names a local torchvision
-ResNet state dict to start from ImageNet as the paper did. Depth and input size are settings so CPU
-runs can use small networks; the checkpoint fixes them (``load`` rebuilds the network it describes).
+working. Training starts from ImageNet as the paper's baselines did (``backbone_weights``: ``imagenet``
+= torchvision's ``ResNet{depth}_Weights.IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V1`` at the paper's
+depth; a local torchvision state dict; or ``none``), read only by ``fit``. Depth and input size are
+settings so CPU runs can use small networks; the checkpoint fixes them (``load`` rebuilds the network it
+describes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -31,8 +32,8 @@ from ntdmbench.baselines import bins
 from ntdmbench.baselines.sgd_loop import train_epochs
 from ntdmbench.baselines.single_network import SingleNetwork
 from ntdmbench.models.training import Resume, ids_by_category
-from ntdmbench.datasets.records import CATEGORIES, Prediction, Sample
-from ntdmbench.models.backbone import RESNETS
+from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
+from ntdmbench.models.backbone import IMAGENET, RESNETS, resnet_state_dict
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import (
     BasePredictor,
@@ -42,28 +43,24 @@ from ntdmbench.models.predictor import (
 )
 
 
-def load_torchvision_resnet(net: nn.Module, path: str | Path, depth: int) -> None:
-    """Copy a local torchvision ResNet state dict (e.g. ImageNet weights) into ``net``, except ``fc``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: backbone weights not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.get("state_dict", state).items()}
-    missing, _ = net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing:
-        raise ValueError(f"{path}: not a torchvision ResNet-{depth} state dict ({len(missing)} tensors missing)")
+def load_torchvision_resnet(net: nn.Module, state: dict[str, torch.Tensor], depth: int, source: str) -> None:
+    """Copy a torchvision ResNet state dict (e.g. ImageNet weights) into ``net``, except ``fc``."""
+    own = net.state_dict()
+    wanted = [k for k in own if not k.startswith("fc.")]
+    bad = [k for k in wanted if k not in state or state[k].shape != own[k].shape]
+    if bad:
+        raise DataError(f"{source}: not a torchvision ResNet-{depth} state dict ({len(bad)} tensors missing "
+                        f"or of another shape, e.g. {bad[0]})")
+    net.load_state_dict({k: state[k] for k in wanted}, strict=False)
 
 
-def build_resnet(depth: int, num_outputs: int, weights: str | Path | None = None) -> nn.Module:
-    """torchvision ResNet-``depth`` with a new ``fc`` of ``num_outputs``; encoder from ``weights`` if given."""
+def build_resnet(depth: int, num_outputs: int) -> nn.Module:
+    """torchvision ResNet-``depth`` (random weights) with a new ``fc`` of ``num_outputs``."""
     import torchvision
 
     if depth not in RESNETS:
         raise ValueError(f"depth {depth}: choose one of {sorted(RESNETS)}")
     net = getattr(torchvision.models, RESNETS[depth])(weights=None)
-    if weights:
-        load_torchvision_resnet(net, weights, depth)
     net.fc = nn.Linear(net.fc.in_features, num_outputs)
     return net
 
@@ -81,7 +78,7 @@ class _ResNetBaseline(SingleNetwork, BasePredictor):
     weight_decay: float = 1e-4
     lr_step: int = 20
     lr_gamma: float = 0.1
-    weights: str | None = None
+    backbone_weights: str | None = IMAGENET  # "imagenet", a local torchvision state dict, or None
     device: str = field(default="cpu", repr=False)
 
     arch: ClassVar[tuple[str, ...]] = ("depth", "image_size")  # fixed by the checkpoint
@@ -106,13 +103,15 @@ class _ResNetBaseline(SingleNetwork, BasePredictor):
 
     def _build(self) -> None:
         self.input_spec = InputSpec(image_size=(self.image_size, self.image_size))
-        self._net = build_resnet(self.depth, self.num_outputs(), self.weights).to(self.device)
+        self._net = build_resnet(self.depth, self.num_outputs()).to(self.device)
 
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str | None = None,
             seed: int = 0, progress: bool = True) -> None:
         self.device = device or self.device
         torch.manual_seed(seed)  # the initial weights follow the seed, not whatever ran before
         self._build()
+        if (start := resnet_state_dict(self.backbone_weights, self.depth)) is not None:
+            load_torchvision_resnet(self.net, start, self.depth, str(self.backbone_weights))
         groups = ids_by_category(dataset, categories)
         ids = [i for c in categories for i in groups[c]]
         optimizer = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum,

@@ -1,9 +1,18 @@
-"""NeMo's feature extractor (``ResNetExt``): a ResNet with a U-Net decoder to stride 8, then a 1x1 head.
+"""NeMo's feature extractor (``ResNetExt``): a ResNet with a U-Net decoder to stride 8, then a 1x1 head,
+and the ImageNet starting weights of every ResNet-based model.
 
-Shared by NeMo and NTDM. Submodule names follow the official ``NetE2E`` (``net.extractor``,
-``net.extractor1``, ``net.extractor2``, ``net.upsample{0,1,2}``, ``out_layer``) so official checkpoints
-load by name once the DataParallel ``module.`` prefix is stripped. ``depth`` 18/34 give a CPU-sized
-network with the same structure (decoder widths scale with the ResNet's channel counts).
+Shared by NeMo and NTDM. The encoder's submodule names follow the official ``NetE2E`` (``net.extractor``,
+``net.extractor1``, ``net.extractor2``); the decoder's convolutions have no bias (each is followed by batch
+norm, which absorbs one), so official checkpoints load through ``baselines/nemo/official.py``, which
+renames the decoder and folds its biases. ``depth`` 18/34 give a CPU-sized network with the same
+structure (decoder widths scale with the ResNet's channel counts).
+
+Starting weights (``backbone_weights``, one setting of NeMo, NTDM, the ResNet baselines and the
+Mask R-CNN): ``"imagenet"`` is torchvision's ``ResNet{depth}_Weights.IMAGENET1K_V1`` (the weights
+``pretrained=True`` gave the published code), read through torchvision's weights API from the torch hub
+cache and downloaded there on a connected machine; a path loads a local state dict in torchvision's
+layout; ``None`` / ``"none"`` starts from random weights. They are read only when training starts, never
+to rebuild a model from its checkpoint.
 """
 
 from __future__ import annotations
@@ -14,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ntdmbench.datasets.records import DataError
+
 STRIDE = 8
 RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
+IMAGENET = "imagenet"
 
 
 class DoubleConv(nn.Module):
@@ -78,13 +90,11 @@ class FeatureNet(nn.Module):
 
     stride = STRIDE
 
-    def __init__(self, depth: int = 50, feature_dim: int = 128, weights: str | Path | None = None):
+    def __init__(self, depth: int = 50, feature_dim: int = 128):
         super().__init__()
         self.net = ResNetExt(depth)
         self.out_layer = nn.Linear(self.net.out_channels, feature_dim)
         self.feature_dim = feature_dim
-        if weights:
-            load_resnet_weights(self.net, weights)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]
@@ -96,24 +106,61 @@ class FeatureNet(nn.Module):
         return F.normalize(x, dim=1)
 
 
-def load_resnet_weights(net: ResNetExt, path: str | Path) -> None:
-    """Initialise the encoder from a local torchvision ResNet state dict (no downloads on our machines)."""
-    path = Path(path)
+def pretrained(spec: str | Path | None) -> bool:
+    """Whether ``backbone_weights`` names starting weights (``None``, ``""`` and ``"none"`` do not)."""
+    return spec is not None and str(spec).strip().lower() not in ("", "none", "null")
+
+
+def imagenet_weights(depth: int):
+    """torchvision's ImageNet weights enum member for a ResNet depth (``IMAGENET1K_V1``, what the
+    published code's ``pretrained=True`` loaded)."""
+    import torchvision
+
+    if depth not in RESNETS:
+        raise ValueError(f"depth {depth}: choose one of {sorted(RESNETS)}")
+    return getattr(torchvision.models, f"ResNet{depth}_Weights").IMAGENET1K_V1
+
+
+def resnet_state_dict(spec: str | Path | None, depth: int) -> dict[str, torch.Tensor] | None:
+    """The torchvision-layout ResNet state dict ``spec`` names (see the module docstring), or ``None``."""
+    if not pretrained(spec):
+        return None
+    if str(spec).strip().lower() == IMAGENET:
+        weights = imagenet_weights(depth)
+        try:
+            return weights.get_state_dict(progress=False)
+        except Exception as exc:  # no network, proxy, truncated file: one line saying what to do
+            target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+            raise DataError(f"cannot download {weights.url} ({type(exc).__name__}); place that file at {target} "
+                            f"or pass backbone_weights=PATH (backbone_weights=none trains from scratch)") from None
+    path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: backbone weights not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+        raise DataError(f"{path}: backbone weights not found (backbone_weights=imagenet|PATH|none)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read backbone weights ({type(exc).__name__}: {exc})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: backbone weights must be a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_resnet_weights(net: ResNetExt, state: dict[str, torch.Tensor], source: str = "backbone weights") -> None:
+    """Initialise the encoder of ``net`` from a torchvision ResNet state dict (the decoder stays random)."""
     stems = {"conv1": "extractor.0", "bn1": "extractor.1", "layer1": "extractor.4", "layer2": "extractor.5",
              "layer3": "extractor1", "layer4": "extractor2"}
     renamed = {}
     for key, value in state.items():
-        head, _, rest = key.removeprefix("module.").partition(".")
+        head, _, rest = key.partition(".")
         if head in stems:
             renamed[f"{stems[head]}.{rest}"] = value
-    missing = [k for k in net.state_dict() if k.startswith("extractor") and k not in renamed]
-    if not renamed or missing:
-        raise ValueError(f"{path}: not a torchvision ResNet state dict for this depth "
-                         f"({len(missing)} encoder tensors missing)")
+    own = net.state_dict()
+    missing = [k for k in own if k.startswith("extractor") and k not in renamed]
+    wrong = [k for k, v in renamed.items() if k in own and own[k].shape != v.shape]
+    if not renamed or missing or wrong:
+        raise DataError(f"{source}: not a torchvision ResNet state dict for this depth "
+                        f"({len(missing)} encoder tensors missing, {len(wrong)} of another shape)")
     net.load_state_dict(renamed, strict=False)
 
 

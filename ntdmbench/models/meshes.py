@@ -163,33 +163,52 @@ def coverage_box(vertices: np.ndarray, coverage: float = 0.99) -> np.ndarray:
     return np.stack([v[start, axes], v[start + keep, axes]], 1)
 
 
-def _grid(u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A (len(u) x len(w)) grid of (u, w) points and its triangles, counter-clockwise in (u, w)."""
-    nu, nw = len(u), len(w)
-    uu, ww = np.meshgrid(u, w, indexing="ij")
-    idx = np.arange(nu * nw).reshape(nu, nw)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    return np.stack([uu.ravel(), ww.ravel()], 1), np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+def _side(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One cuboid side in NeMo's order: points ``(a[m], b[n])`` with ``b`` the outer loop, ``a`` the inner
+    (row ``n * len(a) + m``), and two triangles per grid cell split along its ``i``-``(i + na + 1)`` diagonal."""
+    na, nb = len(a), len(b)
+    aa, bb = np.meshgrid(a, b, indexing="xy")  # (nb, na): b along rows, a along columns
+    i = (np.arange(nb - 1)[:, None] * na + np.arange(na - 1)[None, :]).ravel()
+    tri = np.concatenate([np.stack([i, i + 1, i + na + 1], 1), np.stack([i, i + na + 1, i + na], 1)])
+    return np.stack([aa.ravel(), bb.ravel()], 1), tri
 
 
 def cuboid(box: np.ndarray, number_vertices: int = 1000) -> Mesh:
-    """NeMo's cuboid over ``box`` ((3, 2) [min, max]): each side its own regular grid with edge
-    ``sqrt(area / number_vertices)`` (so cube-edge vertices repeat, as in NeMo), faces pointing out."""
+    """NeMo's cuboid over ``box`` ((3, 2) [min, max]) with the vertex order of ``CreateCuboidMesh.py``
+    (``meshelize``), so feature banks trained by the official code sit on the right vertices.
+
+    Each side is its own regular grid with edge ``sqrt(area / number_vertices)`` (cube-edge vertices
+    repeat, as in NeMo), sides in the order z = min, z = max (x inner, y outer), y = min, y = max (x
+    inner, z outer), x = min, x = max (y inner, z outer). Triangles tile each grid cell along the other
+    diagonal than the official ``(i + 1)``-``(i + xn)`` split (this project's cuboids always had it: a
+    pixel centre exactly on a shared edge belongs to neither triangle under the rasteriser's strict
+    inside test, and the official split puts such edges through pixel centres in axis-aligned views
+    that the existing visibility tests use) and are wound to face outwards (the official winding is the
+    same on opposite sides; Angtian's first side also reads row ``n * xn + n`` for ``m * xn + n``, a
+    typo wufeim/NeMo's ``data/create_cuboid_mesh.py`` corrected). Vertex rows are what a feature bank
+    indexes; official ``.off`` files are used as they are, triangles included.
+    """
     box = np.asarray(box, dtype=np.float64)
     size = box[:, 1] - box[:, 0]
     area = 2 * (size[0] * size[1] + size[1] * size[2] + size[0] * size[2])
     edge = (area / number_vertices) ** 0.5
     samples = [lo + np.linspace(0, s, int(s / edge + 1)) for (lo, _), s in zip(box, size)]
     vertices, faces = [], []
-    for axis in range(3):
-        u_axis, w_axis = (axis + 1) % 3, (axis + 2) % 3  # (u, w, n) is right-handed: u x w = +n
-        uw, tri = _grid(samples[u_axis], samples[w_axis])
-        for side, value in ((-1, box[axis, 0]), (1, box[axis, 1])):
-            v = np.empty((len(uw), 3))
-            v[:, u_axis], v[:, w_axis], v[:, axis] = uw[:, 0], uw[:, 1], value
-            faces.append((tri if side > 0 else tri[:, ::-1]) + sum(len(x) for x in vertices))
+    for normal, inner, outer in ((2, 0, 1), (1, 0, 2), (0, 1, 2)):
+        grid, tri = _side(samples[inner], samples[outer])
+        for value in samples[normal][[0, -1]]:  # min + size, not max: as the official, to the last bit
+            v = np.empty((len(grid), 3))
+            v[:, inner], v[:, outer], v[:, normal] = grid[:, 0], grid[:, 1], value
+            offset = sum(len(x) for x in vertices)
             vertices.append(v)
-    return Mesh(np.concatenate(vertices), np.concatenate(faces))
+            faces.append(tri + offset)
+    vertices, faces = np.concatenate(vertices), np.concatenate(faces)
+    centre = box.mean(1)
+    corners = vertices[faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    inward = (normals * (corners.mean(1) - centre)).sum(1) < 0
+    faces[inward] = faces[inward][:, ::-1]
+    return Mesh(vertices, faces)
 
 
 def nemo_cuboids(cad_meshes: Sequence[Mesh], mode: str = "single", number_vertices: int = 1000,

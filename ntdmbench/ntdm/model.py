@@ -17,7 +17,7 @@ The focal length is the crop's intrinsics (``focal_px``, else the sample's focal
 3000: ``camera.crop_focal_px``) and the principal point the crop centre (NeMo's crops are centred on
 the object).
 
-Defaults are the paper's settings (ResNet50 ResNetExt, 2562-vertex template, b = 7 bins, q = 256,
+Defaults are the paper's settings (ImageNet-pretrained ResNet50 ResNetExt, 2562-vertex template, b = 7 bins, q = 256,
 800 epochs, 1000/2000 samples, 144 starts x one-hot latents, 300 Adam steps); those of a training
 batch and of inference are written in ``training.TrainSettings`` and ``inference.InferenceSettings``,
 which ``settings_from`` fills from the fields of the same names. Table 3's switches:
@@ -25,7 +25,7 @@ which ``settings_from`` fills from the fields of the same names. Table 3's switc
 normal-aligned bin of a 7-bin checkpoint), ``fix_shape=true``, ``latent_init=random|average``.
 The ``quick`` preset (4 categories, 192 training images, 2 CPU cores) uses::
 
-    --model-args backbone_depth=18,template_level=3,mlp_hidden=64,fit_iters=40,fit_lr=0.01,fit_points=300,texture_size=32,epochs=24,batch_size=8,lr=0.001,n_pos=200,n_neg=400,n_class_neg=200,n_azimuth=12,n_elevation=4,n_theta=1,steps=30,class_topk=2
+    --model-args backbone_weights=none,backbone_depth=18,template_level=3,mlp_hidden=64,fit_iters=40,fit_lr=0.01,fit_points=300,texture_size=32,epochs=24,batch_size=8,lr=0.001,n_pos=200,n_neg=400,n_class_neg=200,n_azimuth=12,n_elevation=4,n_theta=1,steps=30,class_topk=2
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import torch
 
 from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import DataError, Prediction, Sample
-from ntdmbench.models.backbone import FeatureNet
+from ntdmbench.models.backbone import IMAGENET, FeatureNet, load_resnet_weights, resnet_state_dict
 from ntdmbench.models.camera import Camera, crop_focal_px
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.meshes import read_off
@@ -83,7 +83,7 @@ class NTDMPredictor(BasePredictor):
     # feature extractor
     backbone_depth: int = 50
     feature_dim: int = 128
-    backbone_weights: str | None = None  # a local torchvision ResNet state dict; None trains from scratch
+    backbone_weights: str | None = IMAGENET  # "imagenet" (torchvision IMAGENET1K_V1), a local state dict, or None
     # deformable mesh (eq. 1-2)
     template_level: int = 4  # icosphere level: 2562 vertices
     mlp_hidden: int = 128
@@ -208,7 +208,9 @@ class NTDMPredictor(BasePredictor):
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         bins = 1 if self.single_alpha else self.n_bins
-        self.backbone = FeatureNet(self.backbone_depth, self.feature_dim, self.backbone_weights).to(device)
+        self.backbone = FeatureNet(self.backbone_depth, self.feature_dim).to(device)
+        if "epoch" not in state and (start_weights := resnet_state_dict(self.backbone_weights, self.backbone_depth)):
+            load_resnet_weights(self.backbone.net, start_weights, str(self.backbone_weights))
         self.models = {c: self._category_model(self._mesh(state["meshes"][c]),
                                                NeuralTexture(bins, self.feature_dim, self.texture_size, gen))
                        for c in categories}

@@ -13,7 +13,7 @@ WIDTH = 2 * math.pi / B
 
 
 def published_targets(azimuth, elevation, theta, num_bins=B):
-    """NeMo's ``ResNetGeneral._get_targets``, transcribed (reference §7)."""
+    """NeMo's ``ResNetGeneral._get_targets``, transcribed (docs/reference.md §Pose as classification)."""
     azimuth, elevation, theta = (np.asarray(v, dtype=np.float64) / np.pi for v in (azimuth, elevation, theta))
     theta = np.where(theta < -1.0, theta + 2.0, np.where(theta > 1.0, theta - 2.0, theta))
     az = np.where(azimuth < 0.0, num_bins - 1 - np.floor(-azimuth * num_bins / 2.0), np.floor(azimuth * num_bins / 2.0))

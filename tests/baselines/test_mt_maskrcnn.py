@@ -15,7 +15,7 @@ from ntdmbench.baselines.mt_maskrcnn import (
 from ntdmbench.datasets.base import InMemoryDataset
 from ntdmbench.datasets.records import CATEGORIES, Sample
 
-TINY = {"depth": 18, "min_size": 48, "max_size": 64, "proposals_train": 20, "proposals_test": 10,
+TINY = {"backbone_weights": None, "depth": 18, "min_size": 48, "max_size": 64, "proposals_train": 20, "proposals_test": 10,
         "rois_per_image": 16, "fpn_channels": 16, "box_representation": 32, "mask_channels": 8, "epochs": 1,
         "batch_size": 4, "lr": 0.005, "warmup_iters": 2}
 TRAINED = list(CATEGORIES[:4])

@@ -113,7 +113,7 @@ def test_fit_category_searches_refines_and_masks():
 
 # ---------------------------------------------------------------------- training and checkpoints
 
-TINY = {"checkpoint_every_s": 0, "backbone_depth": 18, "epochs": 2, "batch_size": 2, "lr": 1e-3, "accumulate": 1, "max_group": 4,
+TINY = {"checkpoint_every_s": 0, "backbone_weights": None, "backbone_depth": 18, "epochs": 2, "batch_size": 2, "lr": 1e-3, "accumulate": 1, "max_group": 4,
         "mesh_vertices": 100, "n_azimuth": 4, "n_elevation": 1, "n_theta": 1, "steps": 4}
 
 

@@ -12,7 +12,7 @@ from ntdmbench.datasets.base import InMemoryDataset
 from ntdmbench.datasets.records import CATEGORIES
 from ntdmbench.models.registry import build_model
 
-TINY = {"depth": 18, "image_size": 32, "epochs": 2, "batch_size": 8, "lr": 0.01}
+TINY = {"backbone_weights": None, "depth": 18, "image_size": 32, "epochs": 2, "batch_size": 8, "lr": 0.01}
 TRAINED = list(CATEGORIES[:4])
 
 

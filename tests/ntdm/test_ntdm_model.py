@@ -18,7 +18,7 @@ from ntdmbench.models.registry import build_model
 from ntdmbench.ntdm import export
 from ntdmbench.ntdm.training import blended_logits
 
-TINY = dict(backbone_depth=18, template_level=2, mlp_hidden=32, mlp_layers=3, fit_iters=4, fit_lr=0.02,  # noqa: C408
+TINY = dict(backbone_weights=None, backbone_depth=18, template_level=2, mlp_hidden=32, mlp_layers=3, fit_iters=4, fit_lr=0.02,  # noqa: C408
             fit_points=100, fit_eval_points=100, texture_size=8, epochs=2, batch_size=4, lr=1e-3, n_pos=32, n_neg=64, n_class_neg=32,
             n_bg=4, bank_size=64, uv_stride=4, n_azimuth=4, n_elevation=1, n_theta=1, steps=3)
 

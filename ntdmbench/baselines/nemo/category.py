@@ -40,11 +40,11 @@ class CategoryModel(nn.Module):
     """Network + meshes + banks of one category; ``banks[k]`` holds the features of ``meshes[k]``'s vertices."""
 
     def __init__(self, meshes: list[Mesh], depth: int = 50, feature_dim: int = 128, n_clutter: int = 2560,
-                 momentum: float = 0.9, weights: str | Path | None = None, generator: torch.Generator | None = None):
+                 momentum: float = 0.9, generator: torch.Generator | None = None):
         super().__init__()
         if not meshes:
             raise ValueError("a NeMo category model needs at least one mesh")
-        self.net = FeatureNet(depth, feature_dim, weights)
+        self.net = FeatureNet(depth, feature_dim)
         self.depth = depth
         self.meshes = [Mesh(np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64))
                        for m in meshes]

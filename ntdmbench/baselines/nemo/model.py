@@ -17,15 +17,17 @@ checkpoint. ``predict`` runs every category model on every crop (render-and-comp
   predictor cannot see; the clutter score is the model's own fg/bg decision, and the predicted
   silhouette stands in for the amodal mask.
 
-Defaults are the paper's settings (ResNet50 ResNetExt, 800 epochs, batch 108 with 10-step gradient
-accumulation, 144 starting poses, 300 steps at lr 0.05). The ``quick`` preset (4
-categories x 48 training crops, 2 CPU cores, about 3 minutes of training) uses::
+Defaults are the paper's settings, those of Angtian/NeMo's ``TrainNeMo.py`` and ``MeshPoseSolveAll.py``
+(ImageNet-pretrained ResNet50 ResNetExt, 800 epochs, batch 108 with 10-step gradient accumulation, lr
+1e-4 then 2e-5 from the second epoch, official visibility labels, 144 starting poses, 300 steps at lr
+0.05); ``DEVIATIONS`` lists what still differs. The ``quick`` preset (4 categories x 48 training crops,
+2 CPU cores, about 3 minutes of training) uses::
 
-    --model-args backbone_depth=18,epochs=12,batch_size=16,lr=1e-3,accumulate=1,max_group=64,mesh_vertices=400,steps=40,pose_lr=0.1
+    --model-args backbone_weights=none,backbone_depth=18,epochs=12,batch_size=16,lr=1e-3,accumulate=1,max_group=64,mesh_vertices=400,steps=40,pose_lr=0.1
 
-i.e. ResNet18, 12 epochs at a 10x higher lr without accumulation, a 320-row clutter FIFO, ~400-vertex
-cuboids (the crops are 4x smaller than NeMo's), the full 144-pose grid (cheap: pre-rendered) and 40 steps
-at lr 0.1 (the decay stays every steps // 3, so the pose can still travel about 18 degrees).
+i.e. ResNet18 from scratch, 12 epochs at a 10x higher lr without accumulation, a 320-row clutter FIFO,
+~400-vertex cuboids (the crops are 4x smaller than NeMo's), the full 144-pose grid (cheap: pre-rendered)
+and 40 steps at lr 0.1 (the decay stays every steps // 3, so the pose can still travel about 18 degrees).
 
 Checkpoints: ``ntdmbench train`` writes this project's format (meshes included). ``load`` also accepts
 NeMo's official per-category checkpoints (``official.py``), or a folder of them; those need
@@ -54,6 +56,7 @@ from ntdmbench.baselines.nemo.inference import (
 from ntdmbench.baselines.nemo.official import is_official, load_official
 from ntdmbench.models.training import Resume, ids_by_category
 from ntdmbench.datasets.records import CATEGORIES, DataError, Prediction, Sample
+from ntdmbench.models.backbone import IMAGENET, load_resnet_weights, resnet_state_dict
 from ntdmbench.models.camera import crop_focal_px
 from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import (
@@ -66,6 +69,29 @@ from ntdmbench.models.predictor import (
 from ntdmbench.models.settings import settings_from
 
 FORMAT = "ntdmbench-nemo-1"
+DEVIATIONS = (
+    "training follows Angtian/NeMo TrainNeMo.py (batch 108, accumulate 10, bank momentum 0.9, clutter anywhere "
+    "off the vertex cells, lr x0.2 after epoch 1); wufeim/NeMo's refactor differs (batch 48, momentum 0.96, "
+    "clutter outside the box, MultiStepLR [400, 600]: lr_schedule=wufeim)",
+    "batch norm statistics over the whole batch; the official DataParallel computes them per GPU (108 / 6 = 18 images)",
+    "own-trained networks apply the head's bias at test time as in training; Angtian's forward_test drops it "
+    "(wufeim's never uses it); official checkpoints load with it zeroed, so their features are the official ones",
+    "training vertex positions are projected in the crop (distance 5); the official maps integer positions from "
+    "the original image into the crop by the box map (a few pixels apart under perspective when distance != 5)",
+    "visibility labels by the official rule need the sample's NeMo annotation (original size, principal point, "
+    "box_ori, true distance); an in-memory sample without one is labelled in its own crop",
+    "multi-cuboid training shuffles the batches of all meshes together; the official loop runs mesh by mesh",
+    "a trailing batch of one image joins the previous batch (batch norm); crops are padded to a multiple of 8",
+    "rendering: the project's rasteriser (PyTorch3D-equivalent, hard z-buffer) with the crop's focal length / 8 and "
+    "the principal point at the crop centre (wufeim's PerspectiveCameras); Angtian renders a square "
+    "max(H, W) / 8 image at fov 12 degrees and centre-crops it (focal max(H, W) / 2 / tan 6 deg, 3197 px for car)",
+    "initial distance 5 for every category (wufeim's omni config); Angtian's distance_render is per category",
+    "rebuilt cuboids: the official vertex order, but each grid cell split along the other diagonal and every "
+    "face wound outwards (official CAD_single/CAD_multi files are used as they are, triangles included)",
+    "inmodal_mask: best vertex similarity above the clutter score inside the fitted silhouette; NeMo's "
+    "evaluation thresholds the similarity at 0.8 inside the ground-truth amodal mask",
+)
+"""Every remaining difference from the published NeMo code and paper (module docstring); in ``describe()``."""
 
 
 @dataclass
@@ -78,13 +104,14 @@ class NeMoPredictor(BasePredictor):
     # network and meshes
     backbone_depth: int = 50
     feature_dim: int = 128
-    backbone_weights: str | None = None  # a local torchvision ResNet state dict; None trains from scratch
+    backbone_weights: str | None = IMAGENET  # "imagenet" (torchvision IMAGENET1K_V1), a local state dict, or None
     mesh_mode: str = "single"  # "single" | "multi" cuboid(s)
     mesh_vertices: int = 1000
     # training (TrainNeMo.py)
     epochs: int = 800
     batch_size: int = 108
     lr: float = 1e-4
+    lr_schedule: str = training.TrainSettings.lr_schedule  # "angtian" (TrainNeMo.py) | "wufeim" (MultiStepLR [400, 600] of 800) | "constant"
     weight_decay: float = 1e-4
     accumulate: int = 10
     bank_momentum: float = 0.9
@@ -94,7 +121,7 @@ class NeMoPredictor(BasePredictor):
     near_px: float = 48.0  # exclusion radius in pixels at viewport 3000, scaled with the crop's focal length
     num_noise: int = 5
     max_group: int = 512  # clutter FIFO rows = num_noise * max_group
-    noise_outside_box: bool = True
+    noise_outside_box: bool = False  # TrainNeMo.py: noise_on_mask=False (the refactor draws outside the box)
     checkpoint_every_s: float = 60.0  # at most one resumable-state save per this many seconds (and per category end)
     # inference (MeshPoseSolveAll.py)
     n_azimuth: int = InferenceSettings.n_azimuth
@@ -117,6 +144,8 @@ class NeMoPredictor(BasePredictor):
         coerce_numbers(self)
         if self.mesh_mode not in ("single", "multi"):
             raise ValueError(f"mesh_mode must be 'single' or 'multi', got {self.mesh_mode!r}")
+        if self.lr_schedule not in training.LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(training.LR_SCHEDULES)}, got {self.lr_schedule!r}")
         for key in ("epochs", "batch_size", "accumulate", "steps", "mesh_vertices", "num_noise", "max_group"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -144,6 +173,9 @@ class NeMoPredictor(BasePredictor):
         current = state.get("current") if state else None
         ids = ids_by_category(dataset, categories)
         self.models, self.trained = {}, {}
+        start_weights = None
+        if any(c not in finished for c in categories):
+            start_weights = resnet_state_dict(self.backbone_weights, self.backbone_depth)
         for category in categories:
             if category in finished:
                 self.models[category] = CategoryModel.rebuild(finished[category]["model"])
@@ -154,7 +186,9 @@ class NeMoPredictor(BasePredictor):
             torch.manual_seed(seed_c)
             model = CategoryModel(category_cuboids(cad_root, category, self.mesh_mode, self.mesh_vertices),
                                   self.backbone_depth, self.feature_dim, self.num_noise * self.max_group,
-                                  self.bank_momentum, self.backbone_weights, torch.Generator().manual_seed(seed_c))
+                                  self.bank_momentum, torch.Generator().manual_seed(seed_c))
+            if start_weights is not None:
+                load_resnet_weights(model.net.net, start_weights, str(self.backbone_weights))
             items = [training.prepare(dataset.load(i), model, self.input_spec, settings) for i in ids[category]]
             start = current["state"] if current and current["category"] == category else None
 
@@ -282,7 +316,7 @@ class NeMoPredictor(BasePredictor):
         return sum(p.numel() for m in self.models.values() for p in m.net.parameters())
 
     def describe(self) -> dict[str, Any]:
-        out = super().describe()
+        out = {**super().describe(), "deviations": list(DEVIATIONS)}
         out["categories"] = {c: {"meshes": [len(mesh.vertices) for mesh in m.meshes], **self.trained.get(c, {})}
                              for c, m in self.models.items()}
         return out

@@ -4,9 +4,17 @@
 Per batch of crops with known poses: image features at the projected visible cuboid vertices are
 pulled towards their own bank row and pushed from the other vertices (except those within the
 exclusion radius) and, down-weighted, from the clutter rows; then the bank takes a momentum step and
-the clutter features enter its FIFO. Adam with weight decay; the gradient is accumulated over
-``accumulate`` batches before each step (NeMo: 10). In "multi" mode each batch holds images of one CAD
-subtype and trains that subtype's bank, as NeMo's per-subtype data loaders do.
+the clutter features enter its FIFO. Visibility labels follow the official rule (``labels.py``: depth
+test in the original image, inside the annotated box). In "multi" mode each batch holds images of one
+CAD subtype and trains that subtype's bank, as NeMo's per-subtype data loaders do.
+
+Optimiser as ``TrainNeMo.py``: Adam with weight decay; one batch counter runs over the whole training
+(across epochs and meshes) and the optimiser steps after batch 0, 10, 20, ... (``iter_num %
+train_accumulate == 0``), so a gradient being accumulated carries over an epoch's end. Learning rate
+per epoch (``lr_schedule``): ``angtian``, the ICLR 2021 code that produced the paper's numbers and the
+released checkpoints: the base rate for the first epoch, then 0.2 x base (its ``(epoch - 1) % 10 == 0``
+rule sets 0.2 x base at epoch 1 and again every 10 epochs, never lower); ``wufeim``: the refactor's
+MultiStepLR, x0.2 at 1/2 and 3/4 of the epochs ([400, 600] of 800); ``constant``.
 
 Determinism: each epoch reseeds torch from ``(seed, category, epoch)`` (shuffling, clutter-cell
 draws), so a run resumed after epoch k ends with the same weights as an uninterrupted one.
@@ -21,6 +29,7 @@ from typing import Any
 import torch
 
 from ntdmbench.baselines.nemo.category import CategoryModel
+from ntdmbench.baselines.nemo.labels import official_visibility, original_view
 from ntdmbench.datasets.records import Sample
 from ntdmbench.models import contrastive as ct
 from ntdmbench.models.camera import Camera
@@ -28,6 +37,7 @@ from ntdmbench.models.inputs import image_batch
 from ntdmbench.models.predictor import InputSpec
 
 STRIDE = 8
+LR_SCHEDULES = ("angtian", "wufeim", "constant")
 
 
 @dataclass
@@ -43,6 +53,7 @@ class TrainSettings:
     near_px: float  # exclusion radius in pixels at viewport 3000 (scaled by focal_px / 3000)
     num_noise: int
     noise_outside_box: bool
+    lr_schedule: str = "angtian"
 
 
 @dataclass
@@ -75,7 +86,8 @@ def prepare(sample: Sample, model: CategoryModel, spec: InputSpec, settings: Tra
     k = mesh_index(sample, len(model.meshes))
     verts, faces = model.mesh_tensors(k)
     camera = Camera.from_poses([sample.pose]).to(torch.float32)
-    points, visible = ct.project_visible(verts, faces, camera, (H, W))
+    points = camera.project(verts)
+    visible = official_visibility(model.meshes[k].vertices, faces, original_view(sample))[None]
     occupied = torch.zeros(h * w, dtype=torch.bool)
     occupied[ct.vertex_cells(points, STRIDE, (h, w))[0]] = True
     allowed = ~occupied.view(h, w)
@@ -118,6 +130,17 @@ def epoch_seed(seed: int, category_index: int, epoch: int) -> int:
     return (seed * 1009 + category_index) * 100_003 + epoch
 
 
+def epoch_lr(settings: TrainSettings, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch`` under ``settings.lr_schedule`` (module docstring)."""
+    if settings.lr_schedule == "angtian":
+        return settings.lr * (0.2 if epoch >= 1 else 1.0)
+    if settings.lr_schedule == "wufeim":
+        return settings.lr * 0.2 ** sum(epoch >= m for m in (settings.epochs // 2, settings.epochs * 3 // 4))
+    if settings.lr_schedule == "constant":
+        return settings.lr
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {settings.lr_schedule!r}")
+
+
 def train_category(model: CategoryModel, items: Sequence[Prepared], settings: TrainSettings, *, seed: int,
                    category_index: int, start_state: dict[str, Any] | None,
                    save_state: Callable[[Callable[[], dict[str, Any]], bool], None], bar,
@@ -131,19 +154,23 @@ def train_category(model: CategoryModel, items: Sequence[Prepared], settings: Tr
     if not items:
         raise ValueError("no training samples")
     model.to(device)
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    start, summary = 0, {}
+    params = list(model.net.parameters())
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    start, summary, iteration = 0, {}, 0
     if start_state is not None:
         model.load_state_dict(start_state["model"])
         optimizer.load_state_dict(start_state["optimizer"])
-        start, summary = start_state["epoch"], start_state["summary"]
+        start, summary, iteration = start_state["epoch"], start_state["summary"], start_state["iteration"]
+        for p, g in zip(params, start_state["grads"]):  # the gradient being accumulated
+            p.grad = None if g is None else g.to(device)
     for epoch in range(start, settings.epochs):
         model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(settings, epoch)
         torch.manual_seed(epoch_seed(seed, category_index, epoch))
         generator = torch.Generator().manual_seed(epoch_seed(seed, category_index, epoch))
         totals = {"loss": 0.0, "contrastive": 0.0, "clutter_reg": 0.0}
         batches = epoch_batches(items, settings.batch_size, generator)
-        optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(batches):
             chosen = [items[j] for j in batch]
             images, points, visible, allowed = (t.to(device) for t in _stack(chosen))
@@ -159,17 +186,19 @@ def train_category(model: CategoryModel, items: Sequence[Prepared], settings: Tr
                 raise FloatingPointError(f"NeMo loss is {loss.item()} at epoch {epoch + 1}; lower the learning rate")
             loss.backward()
             bank.update(vertex_features, visible, clutter_features)
-            if (i + 1) % settings.accumulate == 0 or i == len(batches) - 1:
+            if iteration % settings.accumulate == 0:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            iteration += 1
             totals["loss"] += loss.item()
             for key, value in parts.items():
                 totals[key] += value
             bar.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", loss=f"{totals['loss'] / (i + 1):.4f}")
             bar.update()
         summary = {"epochs": epoch + 1, **{k: v / len(batches) for k, v in totals.items()}}
-        save_state(lambda done=epoch + 1, summary=summary: {
+        save_state(lambda done=epoch + 1, summary=summary, iteration=iteration: {
             "epoch": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "summary": summary,
+            "iteration": iteration, "grads": [None if p.grad is None else p.grad.detach().cpu() for p in params],
         }, epoch + 1 == settings.epochs)
     model.eval()
     return summary
