@@ -49,6 +49,18 @@ def _per_sample(suite_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _one_and_two_workers(args: list[str], env: dict[str, str], tmp_path: Path):
+    """The same ``python -m ntdmbench`` command in one process (``--out one``), then under a 2-rank
+    torchrun (``--out two``); both must succeed. Returns the torchrun process."""
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert two.returncode == 0, two.stderr[-2000:]
+    return two
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_one_and_two_workers_agree(tmp_path):
     suite = tmp_path / "suite.yaml"
@@ -56,12 +68,7 @@ def test_one_and_two_workers_agree(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     args = ["-m", "ntdmbench", "suite", "run", str(suite), "--root", str(tmp_path / "data"), "--no-progress"]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=300, check=False)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert two.returncode == 0, two.stderr[-2000:]
+    two = _one_and_two_workers(args, env, tmp_path)
     assert two.stdout.count("report: ") == 1  # only rank 0 reports
 
     a, b = _per_sample(tmp_path / "one" / "suites" / "suite"), _per_sample(tmp_path / "two" / "suites" / "suite")
@@ -89,12 +96,7 @@ def test_torchrun_run_shards_the_samples_and_reports_once(tmp_path, smoke):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["-m", "ntdmbench", "run", "--model", "random", "--dataset", "pascal3d/val", "--root", str(smoke),
             "--no-progress"]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=300, check=False)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert two.returncode == 0, two.stderr[-2000:]
+    two = _one_and_two_workers(args, env, tmp_path)
     assert two.stdout.count("results: ") == 1 and two.stdout.count("failed or missing predictions") == 1
     (config,) = (tmp_path / "two").rglob("config.yaml")
     shards = [[r["id"] for r in read_jsonl(config.parent / "predictions" / f"shard-{k:03d}.jsonl")] for k in (0, 1)]
