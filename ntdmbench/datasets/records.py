@@ -52,6 +52,19 @@ class Pose:
 
 
 @dataclass
+class Keypoints:
+    """PASCAL3D+ semantic keypoints of one object, in the pixel coordinates of the sample's image.
+
+    ``names`` follow ``ntdmbench.datasets.keypoints.KEYPOINT_NAMES[category]`` (NeMo's order);
+    ``visible`` is the annotation status after occlusion (a keypoint under an occluder is not visible).
+    """
+
+    names: tuple[str, ...]
+    xy: np.ndarray  # (K, 2) float, x right, y down
+    visible: np.ndarray  # (K,) bool
+
+
+@dataclass
 class Sample:
     """One object to evaluate: the image, the ground truth, and the tags tables group by.
 
@@ -69,6 +82,7 @@ class Sample:
     occluder_mask: np.ndarray | None = None
     bbox: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1) in image pixels
     cad_index: int | None = None  # 1-based, as PASCAL3D+ stores it
+    keypoints: Keypoints | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     def load_image(self) -> np.ndarray:
