@@ -45,7 +45,7 @@ def official_cuboid(x_range, y_range, z_range, number_vertices=1000):
 
 @pytest.mark.parametrize("category", ["car", "aeroplane", "chair"])
 def test_rebuilt_cuboids_have_the_official_vertex_order_row_by_row(category):
-    cads = [build_cad(category, k, seed=0) for k in range(3)]
+    cads = [build_cad(category, k, seed=0).mesh for k in range(3)]
     single = nemo_cuboids(cads, "single")[0]
     expected, _ = official_cuboid(*coverage(np.concatenate([c.vertices for c in cads])))
     assert single.vertices.shape == expected.shape
@@ -71,7 +71,7 @@ def test_triangles_tile_every_side_once_and_face_outwards():
 
 
 def test_official_mesh_files_are_used_as_they_are(tmp_path):
-    cads = [build_cad("car", k, seed=0) for k in range(2)]
+    cads = [build_cad("car", k, seed=0).mesh for k in range(2)]
     official = nemo_cuboids(cads, "single")[0]
     rng = np.random.default_rng(0)
     shuffled = Mesh(official.vertices[rng.permutation(len(official.vertices))], official.faces)  # any order

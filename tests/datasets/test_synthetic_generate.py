@@ -50,6 +50,14 @@ def test_measured_occluded_fraction_lies_in_its_band(smoke, level):
         assert np.array_equal(s.inmodal_mask, s.amodal_mask & ~s.occluder_mask)
 
 
+def test_background_occlusion_follows_the_bgl_bands(smoke):
+    """FGLk_BGLk: besides the object band, occluders cover a band of the background (Occluded PASCAL3D+)."""
+    achieved = json.loads((smoke / "synthetic.json").read_text())["occlusion_achieved"]
+    means = [achieved[f"L{k}"]["background_mean"] for k in (1, 2, 3)]
+    assert means == sorted(means) and means[2] > 0.3
+    assert all(achieved[f"L{k}"]["background_in_band"] >= 0.5 for k in (1, 2, 3))
+
+
 def test_occluded_levels_share_ids_and_poses_with_clean(smoke):
     clean = load_dataset("pascal3d/val", smoke / "pascal3d")
     occluded = load_dataset("occluded-pascal3d/val/L3", smoke / "pascal3d")
@@ -61,7 +69,7 @@ def test_occluded_levels_share_ids_and_poses_with_clean(smoke):
 
 def test_ood_nuisances_differ_from_iid(smoke):
     meta = json.loads((smoke / "synthetic.json").read_text())
-    assert meta["held_out"]["texture"] == "marble" and meta["held_out"]["context"] == "bricks"
+    assert "marble" in meta["held_out"]["texture"] and meta["held_out"]["context"] == "bricks"
     pose = load_dataset("oodcv/test/pose", smoke / "oodcv")
     for sample_id in pose.ids():
         p = pose.load(sample_id).pose

@@ -34,14 +34,17 @@ from PIL import Image, ImageDraw
 from ntdmbench.datasets.crop import CROP_SIZES
 from ntdmbench.datasets.oodcv import OODCV_CATEGORIES
 from ntdmbench.datasets.prepare import NemoWriter, update_manifest
-from ntdmbench.datasets.records import CATEGORIES, Pose, Sample
+from ntdmbench.datasets.keypoints import KEYPOINT_NAMES
+from ntdmbench.datasets.records import CATEGORIES, Keypoints, Pose, Sample
 from ntdmbench.datasets.synthetic import textures
-from ntdmbench.datasets.synthetic.cad import SUBTYPES, build_cad, write_cad_library
-from ntdmbench.datasets.synthetic.scenes import fit_occluders, paint_occluders, random_light, render_object
+from ntdmbench.datasets.synthetic.cad import SUBTYPES, CadModel, build_cad, write_cad_library
+from ntdmbench.datasets.synthetic.scenes import (Cutout, Rendered, object_cutout, occlude, random_light,
+                                                 render_object, texture_cutout)
 from ntdmbench.errors import InputError
 from ntdmbench.models.meshes import Mesh
 
-OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
+OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}  # FGLk: occluded fraction of the object
+BACKGROUND_BANDS = {1: (0.0, 0.2), 2: (0.2, 0.4), 3: (0.4, 0.6)}  # BGLk: occluded fraction of the background
 NUISANCES = ("shape", "pose", "texture", "context", "weather", "iid")  # the order keys each split's seeds
 HELD_OUT_SHAPES = 3  # unseen subtypes per category for the OOD shape split
 
@@ -58,7 +61,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(("car", "sofa"), train=4, val=3, ood=1, scale=0.125, supersample=1),
-    "quick": Preset(("bus", "car", "motorbike", "sofa"), train=48, val=16, ood=6, scale=0.25),
+    "quick": Preset(("bus", "car", "motorbike", "sofa"), train=48, val=32, ood=6, scale=0.375),
     "full": Preset(CATEGORIES, train=500, val=400, ood=60, scale=0.5),
 }
 
@@ -96,9 +99,9 @@ class Scene:
 
     category: str
     subtype: int  # 0-based; >= SUBTYPES[category] is a held-out shape
-    material: str
     background: str
     angles: tuple[float, float, float]
+    ood_texture: bool = False
     weather: str | None = None
 
 
@@ -106,10 +109,10 @@ def draw_scene(category: str, nuisance: str, rng: np.random.Generator) -> Scene:
     subtype = int(rng.integers(SUBTYPES[category]))
     if nuisance == "shape":
         subtype = SUBTYPES[category] + int(rng.integers(HELD_OUT_SHAPES))
-    scene = Scene(category, subtype, str(rng.choice(textures.MATERIALS_IID)),
-                  str(rng.choice(textures.BACKGROUNDS_IID)), ood_pose(rng) if nuisance == "pose" else iid_pose(rng))
+    scene = Scene(category, subtype, str(rng.choice(textures.BACKGROUNDS_IID)),
+                  ood_pose(rng) if nuisance == "pose" else iid_pose(rng))
     if nuisance == "texture":
-        scene.material = textures.MATERIAL_OOD
+        scene.ood_texture = True
     elif nuisance == "context":
         scene.background = textures.BACKGROUND_OOD
     elif nuisance == "weather":
@@ -125,48 +128,81 @@ def nearest_cad(mesh: Mesh, library: list[Mesh]) -> int:
 
 # --- the generator --------------------------------------------------------------------------------
 
+CUTOUT_PX = 64  # objects and texture patches are cut out at this size, then scaled into a scene
+
 
 class Generator:
     def __init__(self, out: Path, preset: Preset, seed: int):
         self.out, self.preset, self.seed = Path(out), preset, seed
         self.sizes = crop_sizes(preset.scale)
         self.viewport = 3000.0 * preset.scale
-        self._meshes: dict[tuple[str, int], Mesh] = {}
+        self._models: dict[tuple[str, int], CadModel] = {}
+        self._cutouts: dict[str, list[Cutout]] = {}
         self.counts: dict[str, dict[str, int]] = {"pascal3d": {}, "oodcv": {}}
+        self.occlusion: dict[str, list[tuple[float, float]]] = {}
         self.sheets: dict[str, list[tuple[str, np.ndarray]]] = {}
 
-    def mesh(self, category: str, subtype: int) -> Mesh:
+    def model(self, category: str, subtype: int) -> CadModel:
         key = (category, subtype)
-        if key not in self._meshes:
-            self._meshes[key] = build_cad(category, subtype, self.seed)
-        return self._meshes[key]
+        if key not in self._models:
+            self._models[key] = build_cad(category, subtype, self.seed)
+        return self._models[key]
 
     def rng(self, *keys: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *keys])
 
-    def render(self, scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Pose, int]:
+    def object_cutouts(self, category: str) -> list[Cutout]:
+        """Renders of objects of every other category (all 12, not only the preset's), for occluders and
+        distractors: a fixed pool per seed, like Occluded PASCAL3D+'s occluder library."""
+        if category not in self._cutouts:
+            pool = []
+            for k, other in enumerate(c for c in CATEGORIES if c != category):
+                for i in range(3):
+                    rng = self.rng(3, CATEGORIES.index(category), k, i)
+                    model = self.model(other, int(rng.integers(SUBTYPES[other])))
+                    crop_h, crop_w = CROP_SIZES["refactor"][other]
+                    side = 2 * CUTOUT_PX
+                    pose = Pose(*iid_pose(rng), distance=5.0, principal=(side / 2, side / 2), focal=1.0,
+                                viewport=3000.0 * side / max(crop_h, crop_w))
+                    look = textures.appearance(other, model.part_names, rng)
+                    pool.append(object_cutout(render_object(model, look, pose, (side, side), np.zeros(3),
+                                                            random_light(rng), 1)))
+            self._cutouts[category] = pool
+        return self._cutouts[category]
+
+    def render(self, scene: Scene, rng: np.random.Generator, distractors: int) -> tuple[Rendered, Pose, int]:
         h, w = self.sizes[scene.category]
         pose = Pose(*scene.angles, distance=5.0, principal=(w / 2, h / 2), focal=1.0, viewport=self.viewport)
-        mesh = self.mesh(scene.category, scene.subtype)
-        rendered = render_object(mesh, pose, (h, w), textures.material(scene.material, rng),
-                                 textures.background(scene.background, rng, (h, w)), random_light(rng),
-                                 self.preset.supersample)
-        image = rendered.image
+        model = self.model(scene.category, scene.subtype)
+        back = textures.background(scene.background, rng, (h, w))
+        pool = self.object_cutouts(scene.category)
+        for _ in range(distractors):  # smaller objects further away, behind the target
+            cutout = pool[int(rng.integers(len(pool)))]
+            scale = rng.uniform(0.2, 0.45) * h / max(cutout.alpha.shape)
+            cutout.paste(back, None, (rng.uniform(0, w), rng.uniform(0.3, 0.9) * h), scale)
+        look = textures.appearance(scene.category, model.part_names, rng, scene.ood_texture)
+        rendered = render_object(model, look, pose, (h, w), back, random_light(rng), self.preset.supersample)
         if scene.weather:
-            image = textures.apply_weather(image, scene.weather, rng)
-        library = [self.mesh(scene.category, k) for k in range(SUBTYPES[scene.category])]
-        cad_index = scene.subtype + 1 if scene.subtype < len(library) else nearest_cad(mesh, library)
-        return image, rendered.amodal, pose, cad_index
+            rendered.image = textures.apply_weather(rendered.image, scene.weather, rng)
+        library = [self.model(scene.category, k).mesh for k in range(SUBTYPES[scene.category])]
+        cad_index = scene.subtype + 1 if scene.subtype < len(library) else nearest_cad(model.mesh, library)
+        return rendered, pose, cad_index
 
-    def sample(self, scene: Scene, name: str, image: np.ndarray, amodal: np.ndarray, pose: Pose, cad_index: int,
+    def sample(self, scene: Scene, name: str, image: np.ndarray, rendered: Rendered, pose: Pose, cad_index: int,
                occluder: np.ndarray, tags: dict[str, str]) -> Sample:
+        amodal = rendered.amodal
         ys, xs = np.nonzero(amodal)
+        h, w = amodal.shape
+        col = np.floor(rendered.keypoints[:, 0]).astype(int).clip(0, w - 1)
+        row = np.floor(rendered.keypoints[:, 1]).astype(int).clip(0, h - 1)
+        keypoints = Keypoints(KEYPOINT_NAMES[scene.category], rendered.keypoints,
+                              rendered.keypoints_visible & ~occluder[row, col])
         return Sample(
             id=f"{scene.category}/{name}_00", category=scene.category, pose=pose,
             image=np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
             amodal_mask=amodal, inmodal_mask=amodal & ~occluder, occluder_mask=occluder,
             bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
-            cad_index=cad_index, tags=tags,
+            cad_index=cad_index, keypoints=keypoints, tags=tags,
         )
 
     def pascal3d_split(self, split: str) -> None:
@@ -177,9 +213,10 @@ class Generator:
             for i in range(n):
                 rng = self.rng(split_code, CATEGORIES.index(c), i)
                 scene = draw_scene(c, "iid", rng)
-                image, amodal, pose, cad = self.render(scene, rng)
+                rendered, pose, cad = self.render(scene, rng, distractors=int(rng.integers(1, 3)))
                 name = f"syn_{split}_{i:05d}"
-                clean = self.sample(scene, name, image, amodal, pose, cad, np.zeros_like(amodal),
+                none = np.zeros_like(rendered.amodal)
+                clean = self.sample(scene, name, rendered.image, rendered, pose, cad, none,
                                     {"dataset": "pascal3d", "split": split, "level": "L0"})
                 writer.write(clean, "")
                 self._keep(f"pascal3d/{split}", clean)
@@ -187,10 +224,11 @@ class Generator:
                     continue
                 for level, band in OCCLUSION_BANDS.items():
                     occ_rng = self.rng(split_code, CATEGORIES.index(c), i, level)
-                    occluder = fit_occluders(amodal, band, occ_rng)
-                    occluded = self.sample(scene, name, paint_occluders(image, occluder, occ_rng), amodal, pose, cad,
-                                           occluder, {"dataset": "occluded-pascal3d", "split": split,
-                                                      "level": f"L{level}"})
+                    pool = self.object_cutouts(c) + [texture_cutout(occ_rng, CUTOUT_PX) for _ in range(4)]
+                    occ = occlude(rendered.image, rendered.amodal, band, BACKGROUND_BANDS[level], pool, occ_rng)
+                    self.occlusion.setdefault(f"L{level}", []).append((occ.foreground, occ.background))
+                    occluded = self.sample(scene, name, occ.image, rendered, pose, cad, occ.mask,
+                                           {"dataset": "occluded-pascal3d", "split": split, "level": f"L{level}"})
                     writer.write(occluded, f"FGL{level}_BGL{level}")
                     self._keep(f"occluded-pascal3d/val/L{level}", occluded)
         writer.finish()
@@ -207,10 +245,10 @@ class Generator:
                 for i in range(self.preset.ood):
                     rng = self.rng(2, k, CATEGORIES.index(c), i)
                     scene = draw_scene(c, nuisance, rng)
-                    image, amodal, pose, cad = self.render(scene, rng)
-                    sample = self.sample(scene, f"syn_{nuisance}_{i:05d}", image, amodal, pose, cad,
-                                         np.zeros_like(amodal), {"dataset": "oodcv", "split": "test",
-                                                                 "nuisance": nuisance})
+                    rendered, pose, cad = self.render(scene, rng, distractors=int(rng.integers(0, 3)))
+                    sample = self.sample(scene, f"syn_{nuisance}_{i:05d}", rendered.image, rendered, pose, cad,
+                                         np.zeros_like(rendered.amodal),
+                                         {"dataset": "oodcv", "split": "test", "nuisance": nuisance})
                     writer.write(sample, "")
                     self._keep(f"oodcv/test/{nuisance}", sample)
             self.counts["oodcv"][f"oodcv/test/{nuisance}"] = self.preset.ood * len(categories)
@@ -227,6 +265,18 @@ class Generator:
         return [write_contact_sheet(folder / f"{split.replace('/', '_')}.png", split, tiles)
                 for split, tiles in self.sheets.items()]
 
+    def occlusion_summary(self) -> dict[str, dict[str, float]]:
+        """Mean and range of the achieved occluded fractions per level (FGL: object, BGL: background)."""
+        out = {}
+        for level, pairs in sorted(self.occlusion.items()):
+            a = np.array(pairs)
+            out[level] = {"foreground_mean": round(float(a[:, 0].mean()), 3),
+                          "background_mean": round(float(a[:, 1].mean()), 3),
+                          "background_in_band": round(float(np.mean([
+                              BACKGROUND_BANDS[int(level[1])][0] <= b <= BACKGROUND_BANDS[int(level[1])][1]
+                              for b in a[:, 1]])), 3)}
+        return out
+
     def run(self) -> dict[str, dict[str, int]]:
         write_cad_library(self.out / "pascal3d", self.preset.categories, self.seed)
         for split in ("train", "val"):
@@ -235,13 +285,14 @@ class Generator:
         for family, counts in self.counts.items():
             update_manifest(self.out / family, counts)
         self.contact_sheets()
-        meta = {"format": "ntdmbench-synthetic/1", "preset": asdict(self.preset), "seed": self.seed,
+        meta = {"format": "ntdmbench-synthetic/2", "preset": asdict(self.preset), "seed": self.seed,
                 "crop_sizes": self.sizes, "viewport": self.viewport,
                 "held_out": {"shape": f"{HELD_OUT_SHAPES} unseen subtypes per category (cad_index = nearest CAD)",
                              "pose": "elevation 50-75 deg or |theta| 25-45 deg",
-                             "texture": textures.MATERIAL_OOD, "context": textures.BACKGROUND_OOD,
-                             "weather": list(textures.WEATHER)},
-                "occlusion_bands": OCCLUSION_BANDS, "counts": self.counts}
+                             "texture": f"large panels in {textures.PANEL_FAMILY_OOD}",
+                             "context": textures.BACKGROUND_OOD, "weather": list(textures.WEATHER)},
+                "occlusion_bands": {"foreground": OCCLUSION_BANDS, "background": BACKGROUND_BANDS},
+                "occlusion_achieved": self.occlusion_summary(), "counts": self.counts}
         (self.out / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return self.counts
 
