@@ -150,6 +150,10 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert [s.stat().st_size for s in shards] == sizes
     with pytest.raises(SuiteError, match="another synthetic benchmark than preset 'quick'"):
         ensure_data(load_suite("quick"), tmp_path / "data", Dist(), print)  # never mixes presets
+    meta = tmp_path / "data" / "synthetic.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": "ntdmbench-synthetic/1"}))
+    with pytest.raises(SuiteError, match="older generator"):
+        ensure_data(load_suite("smoke"), tmp_path / "data", Dist(), print)  # nor generator versions
 
 
 def test_progress_line_counts_jobs_and_estimates_the_time_left():

@@ -38,10 +38,13 @@ def ensure_data(suite: Suite, root: Path | None, dist: Dist, log) -> float:
     meta = root / "synthetic.json"
     if dist.is_main:
         if meta.is_file():
-            from ntdmbench.datasets.synthetic.generate import PRESETS
+            from ntdmbench.datasets.synthetic.generate import FORMAT, PRESETS
 
             found = json.loads(meta.read_text())
             wanted = json.loads(json.dumps(dataclasses.asdict(PRESETS[suite.synthetic])))
+            if found.get("format") != FORMAT:
+                raise SuiteError(f"--root {root}: synthetic benchmark {found.get('format')!r} from an older "
+                                 f"generator (this one writes {FORMAT!r}); delete it or give another --root")
             if found.get("preset") != wanted or found.get("seed") != suite.data_seed:
                 raise SuiteError(f"--root {root}: holds another synthetic benchmark than preset "
                                  f"{suite.synthetic!r} with seed {suite.data_seed}; give another --root")

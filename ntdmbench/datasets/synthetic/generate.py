@@ -43,6 +43,7 @@ from ntdmbench.datasets.synthetic.scenes import (Cutout, Rendered, object_cutout
 from ntdmbench.errors import InputError
 from ntdmbench.models.meshes import Mesh
 
+FORMAT = "ntdmbench-synthetic/2"  # bumped whenever the same preset and seed give other images
 OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}  # FGLk: occluded fraction of the object
 BACKGROUND_BANDS = {1: (0.0, 0.2), 2: (0.2, 0.4), 3: (0.4, 0.6)}  # BGLk: occluded fraction of the background
 NUISANCES = ("shape", "pose", "texture", "context", "weather", "iid")  # the order keys each split's seeds
@@ -285,7 +286,7 @@ class Generator:
         for family, counts in self.counts.items():
             update_manifest(self.out / family, counts)
         self.contact_sheets()
-        meta = {"format": "ntdmbench-synthetic/2", "preset": asdict(self.preset), "seed": self.seed,
+        meta = {"format": FORMAT, "preset": asdict(self.preset), "seed": self.seed,
                 "crop_sizes": self.sizes, "viewport": self.viewport,
                 "held_out": {"shape": f"{HELD_OUT_SHAPES} unseen subtypes per category (cad_index = nearest CAD)",
                              "pose": "elevation 50-75 deg or |theta| 25-45 deg",
