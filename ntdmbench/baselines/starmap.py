@@ -10,13 +10,18 @@ peak scores, ``horn``), whose rotation is the camera rotation.
 
 Adapted to this benchmark (``docs/reference.md`` §StarMap describes the original):
 
-- Keypoints: PASCAL3D+'s semantic keypoints are not in the NeMo-format data, but the CAD models and
-  exact poses are. Per category, ``keypoints`` 3D anchors are farthest-point samples of the pooled
-  vertices of all ``CAD/{cate}/NN.off`` models, and each CAD model's keypoints are its vertices
-  nearest the anchors (so they roughly correspond across models, as semantic keypoints do). They are
-  projected with the sample's camera; a z-buffer test (and the occluder mask, where a sample has one)
-  decides visibility. The canonical feature is the keypoint's CAD coordinate (StarMap uses the CAD
-  model's keypoint coordinates, ``space_embedding``).
+- Keypoints: StarMap trains on PASCAL3D+'s semantic keypoints, and so does this model when the training
+  samples carry them (``Sample.keypoints``, e.g. NeMo's 2D-stage ``cropped_kp_list``): the 2D targets are
+  the annotated visible keypoints, the canonical feature is the keypoint's 3D location on the sample's
+  CAD model (``CAD/{cate}.mat``, ``read_cad_keypoints``; StarMap's ``space_embedding``) and the depth
+  comes from projecting that location with the GT pose. A keypoint the CAD model lacks is no target.
+  NeMo's 3D-stage data carry no semantic keypoints; then (a deviation) per category ``keypoints`` 3D
+  anchors are farthest-point samples of the pooled vertices of all ``CAD/{cate}/NN.off`` models, and
+  each CAD model's keypoints are its vertices nearest the anchors (so they roughly correspond across
+  models, as semantic keypoints do), projected with the sample's camera; a z-buffer test (and the
+  occluder mask, where a sample has one) decides visibility. Canonical coordinates are CAD units as
+  stored, either way. Inference reads no CAD file: the Horn alignment uses the canonical points the
+  network predicts, which are those it was trained on. ``describe()["keypoints"]`` names the source.
 - Crop: StarMap's rule on the sample's box (centre of the box, side ``1.5 max(w, h)`` capped at the
   image's larger side); without a box, the whole image. Training augmentation as StarMap: scale
   ``2^N(0, 0.25)`` clipped at 2 sigma, a vertical shift (``aug_shift`` of the side), rotation
@@ -49,18 +54,19 @@ from torch import nn
 from ntdmbench.baselines.horn import horn_similarity
 from ntdmbench.baselines.single_network import SingleNetwork
 from ntdmbench.models.training import Resume, ids_by_category
+from ntdmbench.datasets.keypoints import KEYPOINT_NAMES, read_cad_keypoints
 from ntdmbench.datasets.records import DataError, Prediction, Sample
 from ntdmbench.models.camera import Camera, angles_from_rotation
 from ntdmbench.models.meshes import Mesh, read_off
 from ntdmbench.models.predictor import BasePredictor, Capability, InputSpec
 
 CHANNELS = 5  # StarMap heatmap, canonical x, y, z, depth
-DEVIATIONS = (
-    ("keypoints: farthest-point anchors of the pooled CAD vertices snapped to each CAD model (no semantic "
-    "keypoints in the NeMo-format data); projected with the GT pose, z-buffer visibility"),
-    "Horn alignment with weighted centroids; distance not predicted (NaN)",
-)
+DEVIATIONS = ("Horn alignment with weighted centroids; distance not predicted (NaN)",)
 """One line per difference from the official implementation (module docstring); in ``describe()``."""
+FARTHEST_POINT_DEVIATION = (
+    "keypoints: farthest-point anchors of the pooled CAD vertices snapped to each CAD model (the training "
+    "data carry no semantic keypoints); projected with the GT pose, z-buffer visibility")
+"""The further deviation of a model trained without semantic keypoints."""
 
 
 # --- the network (StarMap lib/models/hg.py, Newell et al.'s stacked hourglass) ---------------------
@@ -163,6 +169,17 @@ def load_category_keypoints(root: Path, category: str, k: int) -> dict[int, tupl
     return {int(p.stem): (kp, m) for p, kp, m in zip(paths, points, meshes)}
 
 
+def project(sample: Sample, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """CAD points under the sample's pose: screen ``(K, 3)`` (pixels x, y and camera depth), the depth behind
+    the object centre in image pixels (weak perspective) and the camera."""
+    if sample.pose is None or sample.pose.principal is None:
+        raise DataError(f"sample {sample.id}: StarMap training needs a pose with a principal point")
+    camera = Camera.from_poses([sample.pose])
+    screen = camera.transform(torch.as_tensor(points, dtype=torch.float64))[0].numpy()
+    pixels_per_unit = float(camera.focal_px[0]) / sample.pose.distance
+    return screen, (screen[:, 2] - sample.pose.distance) * pixels_per_unit, camera
+
+
 @dataclass(frozen=True)
 class KeypointTargets:
     """One training object's keypoints in its image: pixels, depth offsets and canonical coordinates."""
@@ -178,11 +195,8 @@ def keypoint_targets(sample: Sample, keypoints: np.ndarray, mesh: Mesh, toleranc
     image, in front of the rendered surface (within ``tolerance`` CAD units) and off the occluder mask."""
     from ntdmbench.models.render import rasterize
 
-    if sample.pose is None or sample.pose.principal is None:
-        raise DataError(f"sample {sample.id}: StarMap training needs a pose with a principal point")
+    screen, depth, camera = project(sample, keypoints)
     h, w = sample.load_image().shape[:2]
-    camera = Camera.from_poses([sample.pose])
-    screen = camera.transform(torch.as_tensor(keypoints, dtype=torch.float64))[0].numpy()
     vertices, faces = mesh.torch(torch.float64)
     fragments = rasterize(vertices, faces, camera, (h, w), backend="torch")
     col, row = np.floor(screen[:, 0]).astype(int), np.floor(screen[:, 1]).astype(int)
@@ -193,9 +207,27 @@ def keypoint_targets(sample: Sample, keypoints: np.ndarray, mesh: Mesh, toleranc
     visible = inside & (~covered | (screen[:, 2] <= surface + tolerance))
     if sample.occluder_mask is not None:
         visible &= ~np.asarray(sample.occluder_mask, dtype=bool)[r, c]
-    pixels_per_unit = float(camera.focal_px[0]) / sample.pose.distance
-    return KeypointTargets(screen[:, :2], (screen[:, 2] - sample.pose.distance) * pixels_per_unit,
-                           np.asarray(keypoints, dtype=np.float64), visible)
+    return KeypointTargets(screen[:, :2], depth, np.asarray(keypoints, dtype=np.float64), visible)
+
+
+def semantic_targets(sample: Sample, canonical: np.ndarray, size: int) -> KeypointTargets:
+    """The sample's annotated semantic keypoints padded to ``size`` rows: image position and visibility as
+    annotated, canonical coordinates from its CAD model's keypoints ``(K, 3)`` (NaN where the model lacks
+    one: then no target) and depth from projecting those with the pose."""
+    names = KEYPOINT_NAMES[sample.category]
+    if tuple(sample.keypoints.names) != names or canonical.shape != (len(names), 3):
+        raise DataError(f"sample {sample.id}: keypoints are not the {len(names)} named in "
+                        f"KEYPOINT_NAMES[{sample.category!r}]")
+    known = np.isfinite(canonical).all(1)
+    points = np.where(known[:, None], canonical, 0.0)
+    _, depth, _ = project(sample, points)
+    visible = np.asarray(sample.keypoints.visible, dtype=bool) & known & np.isfinite(sample.keypoints.xy).all(1)
+    xy = np.where(visible[:, None], sample.keypoints.xy, 0.0)
+
+    def padded(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, np.zeros((size - len(a), *a.shape[1:]), dtype=a.dtype)])
+
+    return KeypointTargets(padded(xy), padded(np.where(visible, depth, 0.0)), padded(points), padded(visible))
 
 
 # --- crops --------------------------------------------------------------------------------------
@@ -303,7 +335,8 @@ def viewpoint_from_maps(maps: torch.Tensor, threshold: float = 0.05, max_peaks: 
 @dataclass
 class StarMapPredictor(SingleNetwork, BasePredictor):
     """StarMap: stacked hourglass for the StarMap heatmap, canonical-view features and depth; viewpoint
-    by Horn's weighted similarity alignment of the lifted peaks (keypoints projected from the CAD models)."""
+    by Horn's weighted similarity alignment of the lifted peaks (semantic keypoints where the data carry them,
+    else farthest-point keypoints of the CAD models)."""
 
     name = "starmap"
     capabilities = frozenset({Capability.POSE})
@@ -316,7 +349,7 @@ class StarMapPredictor(SingleNetwork, BasePredictor):
     modules: int = 2
     hourglass_depth: int = 4
     input_size: int = 256
-    keypoints: int = 12
+    keypoints: int = 12  # farthest-point keypoints per CAD model, for data without semantic keypoints
     pad_scale: float = 1.5
     sigma: float = 1.0
     reg_weight: float = 0.1
@@ -337,6 +370,7 @@ class StarMapPredictor(SingleNetwork, BasePredictor):
     arch: ClassVar[tuple[str, ...]] = ("stacks", "features", "modules", "hourglass_depth", "input_size")
 
     def __post_init__(self) -> None:
+        self.keypoint_source: str | None = None  # "semantic" or "farthest-point" once trained
         for key in ("stacks", "features", "modules", "hourglass_depth", "input_size", "keypoints", "epochs",
                     "batch_size", "drop_lr"):
             if int(getattr(self, key)) < 1:
@@ -359,7 +393,15 @@ class StarMapPredictor(SingleNetwork, BasePredictor):
         self.net.eval()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "deviations": list(DEVIATIONS)}
+        extra = [FARTHEST_POINT_DEVIATION] if self.keypoint_source == "farthest-point" else []
+        return {**super().describe(), "keypoints": self.keypoint_source, "deviations": [*DEVIATIONS, *extra]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "keypoints": self.keypoint_source}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.keypoint_source = state.get("keypoints", "farthest-point")  # older checkpoints had no other
 
     def _norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self.input_spec
@@ -381,20 +423,35 @@ class StarMapPredictor(SingleNetwork, BasePredictor):
 
     def _targets(self, dataset, categories: Sequence[str], ids: Sequence[str], progress: bool
                  ) -> dict[str, tuple[KeypointTargets, tuple[float, float, float]]]:
+        """Per sample, its keypoint targets and crop window. Semantic keypoints when the first sample carries
+        them (then every sample must), else the farthest-point ones; sets ``keypoint_source``."""
         from tqdm.auto import tqdm
 
         root = getattr(dataset, "root", None)
         if root is None:
             raise ValueError(f"{getattr(dataset, 'name', dataset)}: StarMap needs a dataset with a root holding CAD/")
-        tables = {c: load_category_keypoints(root, c, self.keypoints) for c in categories}
+        semantic = bool(ids) and dataset.load(ids[0]).keypoints is not None
+        if semantic:
+            tables = {c: read_cad_keypoints(root, c) for c in categories}
+            size = max(len(KEYPOINT_NAMES[c]) for c in categories)
+        else:
+            tables = {c: load_category_keypoints(root, c, self.keypoints) for c in categories}
         out = {}
         for sample_id in tqdm(ids, desc="starmap keypoints", unit="img", disable=not progress):
             s = dataset.load(sample_id)
+            if (s.keypoints is not None) != semantic:
+                raise DataError(f"sample {s.id}: {'no' if semantic else 'has'} semantic keypoints, unlike {ids[0]}; "
+                                "StarMap trains on one kind")
             if s.cad_index not in tables[s.category]:
-                raise DataError(f"sample {s.id}: cad_index {s.cad_index} has no CAD/{s.category}/NN.off")
-            kp, mesh = tables[s.category][s.cad_index]
-            image_hw = s.load_image().shape[:2]
-            out[sample_id] = (keypoint_targets(s, kp, mesh), crop_window(s, image_hw, self.pad_scale))
+                where = f"CAD/{s.category}.mat" if semantic else f"CAD/{s.category}/NN.off"
+                raise DataError(f"sample {s.id}: cad_index {s.cad_index} has no model in {where}")
+            if semantic:
+                targets = semantic_targets(s, tables[s.category][s.cad_index], size)
+            else:
+                kp, mesh = tables[s.category][s.cad_index]
+                targets = keypoint_targets(s, kp, mesh)
+            out[sample_id] = (targets, crop_window(s, s.load_image().shape[:2], self.pad_scale))
+        self.keypoint_source = "semantic" if semantic else "farthest-point"
         return out
 
     def fit(self, dataset, *, categories: Sequence[str], resume: Resume | None = None, device: str | None = None,

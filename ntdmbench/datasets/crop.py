@@ -84,6 +84,12 @@ class Crop:
         clipped = np.clip(shifted, 0, np.repeat(self.out_shape, 2))
         return np.concatenate([clipped, [out_h, out_w]]).astype(np.float32)
 
+    def points(self, xy) -> np.ndarray:
+        """Image pixels ``(N, 2)`` (x right, y down) to crop pixels: scaled by ``resize_rate``, shifted by the
+        window origin (NeMo maps keypoints with the box-to-box projection, which is this map)."""
+        y0, x0 = self.origin
+        return np.asarray(xy, dtype=float) * self.resize_rate - np.array([x0, y0], dtype=float)
+
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Resize (bilinear for images, nearest for boolean masks), then cut the window."""
         is_mask = array.dtype == bool

@@ -129,4 +129,8 @@ def _digest(s: Sample) -> str:
         f"{v:.9g}" for v in (*pose.angles(), pose.distance, *(pose.principal or ()))
     )
     bbox = "none" if s.bbox is None else ",".join(f"{v:.6g}" for v in s.bbox)
-    return f"{s.category};{angles};{bbox};{s.cad_index}"
+    out = f"{s.category};{angles};{bbox};{s.cad_index}"
+    if s.keypoints is not None:  # only then, so the digests of data without keypoints stay as they were
+        kp = s.keypoints
+        out += ";" + ",".join(f"{x:.6g}:{y:.6g}:{int(v)}" for (x, y), v in zip(kp.xy, kp.visible))
+    return out

@@ -18,6 +18,12 @@ Optional: ``focal``, ``viewport`` (default 1 and 3000); ``nuisance`` (OOD-CV val
   full-resolution occluder mask of the original image and is carried into the crop with the crop rule
   (from ``principal``, ``distance``, ``height``, ``width``).
 
+Semantic keypoints: NeMo's 2D stage writes ``cropped_kp_list`` (``[y, x]`` crop pixels, 0 where not visible)
+and ``visible`` (0/1, after occlusion), one row per ``KEYPOINT_NAMES[cate]`` name; they become
+``Sample.keypoints``. NeMo's 3D stage (``annotations3D_*``, and the refactor unless ``skip_3d_anno``)
+overwrites both keys with one row per mesh vertex: a row count other than the category's keypoint count
+is read as no keypoints (``keypoints=None``), as are files without the keys.
+
 An angle outside [-2pi, 2pi] means the file holds degrees: the sample is skipped, not converted.
 Sample ids are ``{cate}/{name}``: a clean sample and its occluded versions share the id.
 """
@@ -33,10 +39,12 @@ import numpy as np
 
 from ntdmbench.datasets.crop import Crop, bbt_to_xyxy
 from ntdmbench.datasets.indexed import Entry, IndexedDataset, SampleSkip, Skips
-from ntdmbench.datasets.records import CATEGORIES, DataError, Pose, Sample
+from ntdmbench.datasets.keypoints import KEYPOINT_NAMES
+from ntdmbench.datasets.records import CATEGORIES, DataError, Keypoints, Pose, Sample
 
 REQUIRED_KEYS = ("azimuth", "elevation", "theta", "distance", "box_obj", "cad_index")
 REFACTOR_KEYS = ("px", "py")
+KEYPOINT_KEYS = ("cropped_kp_list", "visible")
 MASK_KEYS = {"occ_mask": "occluder_mask", "amodal_mask": "amodal_mask", "inmodal_mask": "inmodal_mask"}
 IMAGE_EXTS = (".JPEG", ".jpg", ".jpeg", ".png")
 ORIGINAL_ROOTS = {"val": ("PASCAL3D_NeMo", "PASCAL3D_OCC_NeMo", "OOD_CV_NeMo"), "train": ("PASCAL3D_train_NeMo",)}
@@ -104,6 +112,19 @@ def parse_npz(path: Path, fields: dict[str, Any]) -> tuple[Pose, tuple[float, ..
                 focal=_float(fields, "focal", path, 1.0), viewport=_float(fields, "viewport", path, 3000.0))
     nuisance = str(fields["nuisance"]) if "nuisance" in fields else None
     return pose, bbt_to_xyxy(box), int(_float(fields, "cad_index", path)), nuisance
+
+
+def parse_keypoints(fields: dict[str, Any], category: str) -> Keypoints | None:
+    """The 2D-stage semantic keypoints of one npz's fields in crop pixels (x, y); None when absent or when
+    the rows are not the category's keypoints (the 3D stage's per-vertex projections)."""
+    names = KEYPOINT_NAMES.get(category)
+    if names is None or "cropped_kp_list" not in fields or "visible" not in fields:
+        return None
+    yx = np.asarray(fields["cropped_kp_list"], dtype=float)
+    visible = np.asarray(fields["visible"]).ravel()
+    if yx.shape != (len(names), 2) or visible.shape != (len(names),):
+        return None
+    return Keypoints(names, yx[:, ::-1].copy(), visible == 1)
 
 
 def _mask(value: Any) -> np.ndarray | None:
@@ -174,7 +195,7 @@ class NemoDataset(IndexedDataset):
 
     def _build(self, skips: Skips) -> dict[str, Entry]:
         entries: dict[str, Entry] = {}
-        keys = REQUIRED_KEYS + REFACTOR_KEYS + ("focal", "viewport", "nuisance")
+        keys = REQUIRED_KEYS + REFACTOR_KEYS + ("focal", "viewport", "nuisance") + KEYPOINT_KEYS
         required = REQUIRED_KEYS + (("nuisance",) if self.nuisance else ())
         for category, folder in self.category_folders().items():
             anno_dir, image_dir = self.split_root / "annotations" / folder, self.split_root / "images" / folder
@@ -187,7 +208,8 @@ class NemoDataset(IndexedDataset):
                 try:
                     if stem not in images:
                         raise SampleSkip(f"{path}: no image {image_dir / stem}.JPEG", "annotation without image")
-                    pose, bbox, cad, nuisance = parse_npz(path, read_npz_fields(path, keys, required))
+                    fields = read_npz_fields(path, keys, required)
+                    pose, bbox, cad, nuisance = parse_npz(path, fields)
                 except DataError as exc:
                     skips.add(exc, f"{category}/{stem}")
                     continue
@@ -196,7 +218,8 @@ class NemoDataset(IndexedDataset):
                 tags = dict(self.tags, **({"nuisance": nuisance} if nuisance else {}))
                 sample_id = f"{category}/{stem}"
                 entries[sample_id] = Entry(Sample(sample_id, category, pose, image_path=images[stem], bbox=bbox,
-                                                  cad_index=cad, tags=tags), path)
+                                                  cad_index=cad, keypoints=parse_keypoints(fields, category),
+                                                  tags=tags), path)
         return entries
 
     def _masks(self, entry: Entry) -> dict[str, Any]:

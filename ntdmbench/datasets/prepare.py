@@ -4,7 +4,8 @@ Writes the refactored (wufeim/NeMo) layout that ``NemoDataset`` reads:
 ``{out}/{split}/images/{cate}{pendix}/{name}.JPEG``, ``annotations/.../{name}.npz`` with the keys
 ``name, box, box_ori, box_obj, occ_mask, amodal_mask, inmodal_mask, px, py, distance, azimuth, elevation,
 theta, focal, principal, viewport, cad_index, bbox, height, width, resize_rate, padding_params``
-(+ ``nuisance`` for OOD-CV), and ``lists/{cate}{pendix}/meshNN.txt`` grouped by ``cad_index``.
+(+ ``nuisance`` for OOD-CV; + NeMo's 2D-stage ``cropped_kp_list``, ``visible`` when the sample carries
+semantic keypoints), and ``lists/{cate}{pendix}/meshNN.txt`` grouped by ``cad_index``.
 Angles are radians, ``distance`` is 5 (the crop's), ``principal``/``bbox`` stay in original pixels, masks
 are uint8 in crop coordinates or ``None``. Like NeMo, only object 0 of each image is kept (``first``).
 A ``manifest.json`` in ``{out}`` records the sample count per catalog name, which ``validate`` then expects.
@@ -24,7 +25,7 @@ from PIL import Image
 
 from ntdmbench.datasets.crop import CROP_SIZES, Crop
 from ntdmbench.datasets.indexed import IndexedDataset, Skips
-from ntdmbench.datasets.records import CATEGORIES, DataError, Sample
+from ntdmbench.datasets.records import CATEGORIES, DataError, Keypoints, Sample
 from ntdmbench.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -59,9 +60,21 @@ def nemo_record(sample: Sample, image_hw: tuple[int, int], crop: Crop) -> dict:
         bbox=np.asarray(sample.bbox, dtype=float), height=h, width=w, resize_rate=crop.resize_rate,
         padding_params=np.asarray(crop.padding, dtype=np.int64),
     )
+    if sample.keypoints is not None:
+        record.update(keypoint_fields(sample.keypoints, crop))
     if "nuisance" in sample.tags:
         record["nuisance"] = sample.tags["nuisance"]
     return record
+
+
+def keypoint_fields(keypoints: Keypoints, crop: Crop) -> dict[str, np.ndarray]:
+    """NeMo's 2D-stage ``cropped_kp_list`` (``[y, x]`` crop pixels, 0 where not visible) and ``visible`` (0/1).
+
+    Visibility is the sample's, already cleared under an occluder; it is not recomputed here.
+    """
+    visible = np.asarray(keypoints.visible, dtype=bool)
+    yx = crop.points(keypoints.xy)[:, ::-1]
+    return {"cropped_kp_list": np.where(visible[:, None], yx, 0.0), "visible": visible.astype(np.int64)}
 
 
 @dataclass

@@ -1,17 +1,21 @@
 """The crop rule: a raw record (degrees) -> NeMo layout (radians), with NeMo's box_obj and principal point,
 and occluded levels whose masks land in crop coordinates and whose ids pair with the clean ones."""
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 
-from dataset_fixtures import obj, occluded_level, raw_release, viewpoint
+from dataset_fixtures import nemo_root, obj, occluded_level, raw_release, viewpoint, write_image
 from ntdmbench.datasets.crop import Crop
+from ntdmbench.datasets.indexed import _digest
+from ntdmbench.datasets.keypoints import KEYPOINT_NAMES
 from ntdmbench.datasets.nemo_format import NemoDataset
 from ntdmbench.datasets.oodcv import read_pose_csv
-from ntdmbench.datasets.prepare import prepare_pascal3d
+from ntdmbench.datasets.prepare import NemoWriter, prepare_pascal3d
+from ntdmbench.datasets.records import Keypoints, Pose, Sample
 
 # Image 300x200, distance 10 -> resize_rate 2 (400x600); principal (150, 100) -> (300, 200); car crop 256x672
 # starts at (y, x) = (200 - 128, 300 - 336) = (72, -36). bbox [100, 60, 200, 140] -> x 200..400, y 120..280
@@ -87,3 +91,47 @@ def test_crop_pads_and_clips_like_bboxtools():
     image = np.arange(100 * 50 * 3, dtype=np.uint8).reshape(100, 50, 3)
     out = crop.apply(image)
     assert out.shape == (64, 64, 3) and not out[:22].any() and (out[22:, 22:] == image[:42, :42]).all()
+
+
+def keypoint_sample(tmp_path):
+    """A car at distance 10 (crop rate 2, window origin (y, x) = (72, -36), as the fixture above)."""
+    image = tmp_path / "n01.JPEG"
+    write_image(image)
+    xy = np.zeros((12, 2))
+    xy[0], xy[1], xy[2] = (150.0, 100.0), (100.5, 60.25), (120.0, 90.0)
+    visible = np.zeros(12, dtype=bool)
+    visible[:2] = True  # keypoint 2 lies in the image but is hidden (e.g. under an occluder)
+    return Sample("car/n01_00", "car", Pose(0.5, 0.2, -0.1, 10.0, (150.0, 100.0)), image_path=image,
+                  bbox=(100.0, 60.0, 200.0, 140.0), cad_index=2,
+                  keypoints=Keypoints(KEYPOINT_NAMES["car"], xy, visible))
+
+
+def test_keypoints_written_as_nemo_2d_stage_and_read_back_in_crop_pixels(tmp_path):
+    writer = NemoWriter(tmp_path / "out" / "val")
+    writer.write(keypoint_sample(tmp_path), "")
+    writer.finish()
+    z = np.load(tmp_path / "out/val/annotations/car/n01_00.npz", allow_pickle=True)
+    assert z["cropped_kp_list"].shape == (12, 2) and z["visible"].tolist() == [1, 1] + [0] * 10
+    np.testing.assert_allclose(z["cropped_kp_list"][:3], [[128, 336], [48.5, 237], [0, 0]])  # [y, x]; hidden -> 0
+    read = NemoDataset(tmp_path / "out", "val", categories=["car"]).load("car/n01_00")
+    assert read.keypoints.names == KEYPOINT_NAMES["car"]
+    np.testing.assert_allclose(read.keypoints.xy[:2], [[336, 128], [237, 48.5]])  # x, y in the crop image
+    assert read.keypoints.visible.tolist() == [True, True] + [False] * 10
+    assert read.pose.principal == tuple(read.keypoints.xy[0])  # the principal point is the crop centre
+
+
+def test_absent_or_per_vertex_keypoints_read_as_none(tmp_path):
+    vertices = dict(cropped_kp_list=np.zeros((1000, 2)), visible=np.ones(1000, dtype=np.int64))  # NeMo's 3D stage
+    nemo_root(tmp_path, {"car/plain_00": {}, "car/vertices_00": vertices,
+                         "car/semantic_00": dict(cropped_kp_list=np.ones((12, 2)), visible=np.ones(12))})
+    ds = NemoDataset(tmp_path, "val")
+    assert ds.load("car/plain_00").keypoints is None and ds.load("car/vertices_00").keypoints is None
+    assert ds.load("car/semantic_00").keypoints.visible.all()
+
+
+def test_keypoints_enter_the_index_digest_only_where_present(tmp_path):
+    sample = keypoint_sample(tmp_path)
+    plain = _digest(dataclasses.replace(sample, keypoints=None))
+    assert plain == "car;0.5,0.2,-0.1,10,150,100;100,60,200,140;2"  # unchanged for data without keypoints
+    moved = dataclasses.replace(sample.keypoints, xy=sample.keypoints.xy + 1)
+    assert len({plain, _digest(sample), _digest(dataclasses.replace(sample, keypoints=moved))}) == 3
