@@ -1,0 +1,144 @@
+// Rasterise-interpolate-score-loss for NeMo's render-and-compare step, with its analytic gradient.
+// Same rules as render.py's torch backend: pixel centres (c + 0.5, r + 0.5), strictly positive
+// perspective-correct barycentrics, nearest face wins (lowest index on ties), faces with a vertex at
+// depth <= 1e-8 or zero area skipped. Per image b:
+//   screen = project(R_b v + t_b), score_p = sum_k bary_k sim[b, v_k, p],
+//   loss_b = 1 - (mean_p max(score_p, clut_p) - mean_p clut_p)   (or 1 - mean_p score_p without clutter)
+// and d loss_b / d R_b, d loss_b / d t_b. Doubles inside; sim and clut are read as float32.
+#include <torch/extension.h>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor faces, torch::Tensor R,
+                                             torch::Tensor t, torch::Tensor principal, torch::Tensor focal,
+                                             torch::Tensor sim, torch::Tensor clut, int64_t H, int64_t W) {
+  verts = verts.to(torch::kDouble).contiguous();
+  faces = faces.to(torch::kLong).contiguous();
+  R = R.to(torch::kDouble).contiguous();
+  t = t.to(torch::kDouble).contiguous();
+  principal = principal.to(torch::kDouble).contiguous();
+  focal = focal.to(torch::kDouble).contiguous();
+  sim = sim.to(torch::kFloat).contiguous();
+  const bool use_clutter = clut.numel() > 0;
+  if (use_clutter) clut = clut.to(torch::kFloat).contiguous();
+  const int64_t B = R.size(0), V = verts.size(0), F = faces.size(0), P = H * W;
+  TORCH_CHECK(sim.size(0) == B && sim.size(1) == V && sim.size(2) == P, "sim must be (B, V, H*W)");
+  auto dopt = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor loss = torch::zeros({B}, dopt), gR = torch::zeros({B, 3, 3}, dopt), gt = torch::zeros({B, 3}, dopt);
+  const double* vp = verts.data_ptr<double>();
+  const int64_t* fp = faces.data_ptr<int64_t>();
+  std::vector<double> scr(V * 3), cam(V * 3), gs(V * 3);
+  std::vector<double> zbuf(P);
+  std::vector<int64_t> win(P);
+  for (int64_t b = 0; b < B; ++b) {
+    const double* Rb = R.data_ptr<double>() + b * 9;
+    const double* tb = t.data_ptr<double>() + b * 3;
+    const double px = principal.data_ptr<double>()[b * 2], py = principal.data_ptr<double>()[b * 2 + 1];
+    const double f = focal.data_ptr<double>()[b];
+    const float* sb = sim.data_ptr<float>() + b * V * P;
+    const float* cb = use_clutter ? clut.data_ptr<float>() + b * P : nullptr;
+    for (int64_t v = 0; v < V; ++v) {
+      for (int i = 0; i < 3; ++i)
+        cam[v * 3 + i] = Rb[i * 3] * vp[v * 3] + Rb[i * 3 + 1] * vp[v * 3 + 1] + Rb[i * 3 + 2] * vp[v * 3 + 2] + tb[i];
+      const double D = -cam[v * 3 + 2];
+      scr[v * 3] = px + f * cam[v * 3] / D;
+      scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
+      scr[v * 3 + 2] = D;
+    }
+    std::fill(zbuf.begin(), zbuf.end(), std::numeric_limits<double>::infinity());
+    std::fill(win.begin(), win.end(), -1);
+    for (int64_t fi = 0; fi < F; ++fi) {
+      const double *p0 = &scr[fp[fi * 3] * 3], *p1 = &scr[fp[fi * 3 + 1] * 3], *p2 = &scr[fp[fi * 3 + 2] * 3];
+      if (std::min({p0[2], p1[2], p2[2]}) <= 1e-8) continue;
+      const double area = (p1[0] - p0[0]) * (p2[1] - p0[1]) - (p1[1] - p0[1]) * (p2[0] - p0[0]);
+      if (area == 0) continue;
+      const int64_t c0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[0], p1[0], p2[0]}) - 0.5));
+      const int64_t c1 = std::min<int64_t>(W - 1, (int64_t)std::floor(std::max({p0[0], p1[0], p2[0]}) - 0.5));
+      const int64_t r0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[1], p1[1], p2[1]}) - 0.5));
+      const int64_t r1 = std::min<int64_t>(H - 1, (int64_t)std::floor(std::max({p0[1], p1[1], p2[1]}) - 0.5));
+      for (int64_t r = r0; r <= r1; ++r) {
+        const double y = r + 0.5;
+        for (int64_t c = c0; c <= c1; ++c) {
+          const double x = c + 0.5;
+          const double w0 = ((p1[0] - x) * (p2[1] - y) - (p1[1] - y) * (p2[0] - x)) / area;
+          const double w1 = ((p2[0] - x) * (p0[1] - y) - (p2[1] - y) * (p0[0] - x)) / area;
+          const double w2 = ((p0[0] - x) * (p1[1] - y) - (p0[1] - y) * (p1[0] - x)) / area;
+          if (!(w0 > 0 && w1 > 0 && w2 > 0)) continue;
+          const double z = 1.0 / (w0 / p0[2] + w1 / p1[2] + w2 / p2[2]);
+          const int64_t pix = r * W + c;
+          if (z < zbuf[pix]) { zbuf[pix] = z; win[pix] = fi; }
+        }
+      }
+    }
+    std::fill(gs.begin(), gs.end(), 0.0);
+    double acc = 0;
+    for (int64_t pix = 0; pix < P; ++pix) {
+      const int64_t fi = win[pix];
+      double score = 0, u[3], w[3], bary[3], sv[3], S = 0, A = 0;
+      const int64_t* vi = fp + (fi < 0 ? 0 : fi * 3);
+      const double* q[3];
+      if (fi >= 0) {
+        const double x = pix % W + 0.5, y = pix / W + 0.5;
+        for (int k = 0; k < 3; ++k) q[k] = &scr[vi[k] * 3];
+        for (int m = 0; m < 3; ++m) {
+          const double *a = q[(m + 1) % 3], *c = q[(m + 2) % 3];
+          w[m] = (a[0] - x) * (c[1] - y) - (a[1] - y) * (c[0] - x);  // edge function E_m
+          A += w[m];
+        }
+        for (int k = 0; k < 3; ++k) { w[k] /= A; u[k] = w[k] / q[k][2]; S += u[k]; }
+        for (int k = 0; k < 3; ++k) {
+          bary[k] = u[k] / S;
+          sv[k] = sb[vi[k] * P + pix];
+          score += bary[k] * sv[k];
+        }
+      }
+      double G;  // d loss / d score at this pixel
+      if (use_clutter) {
+        const double cl = cb[pix];
+        acc += std::max(score, cl) - cl;
+        G = score > cl ? -1.0 / P : (score == cl ? -0.5 / P : 0.0);
+      } else {
+        acc += score;
+        G = -1.0 / P;
+      }
+      if (fi < 0 || G == 0) continue;
+      const double x = pix % W + 0.5, y = pix / W + 0.5;
+      double gb = 0, gu[3], gw[3], gws = 0;
+      for (int k = 0; k < 3; ++k) gb += G * sv[k] * bary[k];
+      for (int k = 0; k < 3; ++k) {
+        gu[k] = (G * sv[k] - gb) / S;
+        gs[vi[k] * 3 + 2] -= gu[k] * w[k] / (q[k][2] * q[k][2]);
+        gw[k] = gu[k] / q[k][2];
+        gws += gw[k] * w[k];
+      }
+      for (int m = 0; m < 3; ++m) {
+        const double gE = (gw[m] - gws) / A;
+        const int j = (m + 1) % 3, k = (m + 2) % 3;
+        const double *a = q[j], *c = q[k];
+        gs[vi[j] * 3] += gE * (c[1] - y);
+        gs[vi[k] * 3 + 1] += gE * (a[0] - x);
+        gs[vi[j] * 3 + 1] -= gE * (c[0] - x);
+        gs[vi[k] * 3] -= gE * (a[1] - y);
+      }
+    }
+    loss.data_ptr<double>()[b] = 1.0 - acc / P;
+    double* gRb = gR.data_ptr<double>() + b * 9;
+    double* gtb = gt.data_ptr<double>() + b * 3;
+    for (int64_t v = 0; v < V; ++v) {
+      const double gx = gs[v * 3], gy = gs[v * 3 + 1], gz = gs[v * 3 + 2];
+      if (gx == 0 && gy == 0 && gz == 0) continue;
+      const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
+      const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
+      for (int i = 0; i < 3; ++i) {
+        gtb[i] += gc[i];
+        for (int j = 0; j < 3; ++j) gRb[i * 3 + j] += gc[i] * vp[v * 3 + j];
+      }
+    }
+  }
+  return {loss, gR, gt};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
+}
