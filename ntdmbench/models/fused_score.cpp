@@ -139,6 +139,64 @@ std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor 
   return {loss, gR, gt};
 }
 
+// The same loss for cameras given as NeMo's optimisation variables: centre C (B, 3) looking at the origin
+// and in-plane theta (B,). R = Rz(theta) [row1; row3 x row1; row3], row3 = C / |C|, row1 = (-Cy, Cx, 0) / rho
+// (camera.py's rotation_matrix at position_to_angles(C)), t = (0, 0, -|C|); returns loss, dloss/dC, dloss/dtheta.
+std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor verts, torch::Tensor faces,
+                                           torch::Tensor principal, torch::Tensor focal, torch::Tensor sim,
+                                           torch::Tensor clut, int64_t H, int64_t W) {
+  C = C.to(torch::kDouble).contiguous();
+  theta = theta.to(torch::kDouble).contiguous();
+  const int64_t B = C.size(0);
+  auto dopt = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor R = torch::empty({B, 3, 3}, dopt), t = torch::zeros({B, 3}, dopt);
+  torch::Tensor gC = torch::zeros({B, 3}, dopt), gth = torch::zeros({B}, dopt);
+  std::vector<double> rows(B * 9);  // row1, row2, row3 per image
+  for (int64_t b = 0; b < B; ++b) {
+    const double* c = C.data_ptr<double>() + b * 3;
+    const double rho = std::sqrt(c[0] * c[0] + c[1] * c[1]), d = std::sqrt(rho * rho + c[2] * c[2]);
+    double* r1 = &rows[b * 9]; double* r2 = r1 + 3; double* r3 = r1 + 6;
+    r1[0] = -c[1] / rho; r1[1] = c[0] / rho; r1[2] = 0;
+    for (int i = 0; i < 3; ++i) r3[i] = c[i] / d;
+    r2[0] = r3[1] * r1[2] - r3[2] * r1[1]; r2[1] = r3[2] * r1[0] - r3[0] * r1[2]; r2[2] = r3[0] * r1[1] - r3[1] * r1[0];
+    const double ct = std::cos(theta.data_ptr<double>()[b]), st = std::sin(theta.data_ptr<double>()[b]);
+    double* Rb = R.data_ptr<double>() + b * 9;
+    for (int j = 0; j < 3; ++j) {
+      Rb[j] = ct * r1[j] - st * r2[j]; Rb[3 + j] = st * r1[j] + ct * r2[j]; Rb[6 + j] = r3[j];
+    }
+    t.data_ptr<double>()[b * 3 + 2] = -d;
+  }
+  auto out = render_score_loss(verts, faces, R, t, principal, focal, sim, clut, H, W);
+  for (int64_t b = 0; b < B; ++b) {
+    const double* c = C.data_ptr<double>() + b * 3;
+    const double* Rb = R.data_ptr<double>() + b * 9;
+    const double* gR = out[1].data_ptr<double>() + b * 9;
+    const double gd = -out[2].data_ptr<double>()[b * 3 + 2];
+    const double th = theta.data_ptr<double>()[b], ct = std::cos(th), st = std::sin(th);
+    const double *r1 = &rows[b * 9], *r3 = r1 + 6;
+    double g1[3], g2[3], g3[3];
+    double gt_ = 0;
+    for (int j = 0; j < 3; ++j) {
+      gt_ += -gR[j] * Rb[3 + j] + gR[3 + j] * Rb[j];
+      g1[j] = ct * gR[j] + st * gR[3 + j];
+      g2[j] = -st * gR[j] + ct * gR[3 + j];
+      g3[j] = gR[6 + j];
+    }
+    gth.data_ptr<double>()[b] = gt_;
+    // row2 = row3 x row1: g3 += row1 x g2, g1 += g2 x row3
+    g3[0] += r1[1] * g2[2] - r1[2] * g2[1]; g3[1] += r1[2] * g2[0] - r1[0] * g2[2]; g3[2] += r1[0] * g2[1] - r1[1] * g2[0];
+    g1[0] += g2[1] * r3[2] - g2[2] * r3[1]; g1[1] += g2[2] * r3[0] - g2[0] * r3[2]; g1[2] += g2[0] * r3[1] - g2[1] * r3[0];
+    const double rho = std::sqrt(c[0] * c[0] + c[1] * c[1]), d = std::sqrt(rho * rho + c[2] * c[2]);
+    const double g1n = -g1[0] * c[1] + g1[1] * c[0], g3c = g3[0] * c[0] + g3[1] * c[1] + g3[2] * c[2];
+    double* gCb = gC.data_ptr<double>() + b * 3;
+    gCb[0] = g1[1] / rho - g1n * c[0] / (rho * rho * rho);
+    gCb[1] = -g1[0] / rho - g1n * c[1] / (rho * rho * rho);
+    for (int i = 0; i < 3; ++i) gCb[i] += g3[i] / d - c[i] * g3c / (d * d * d) + gd * c[i] / d;
+  }
+  return {out[0], gC, gth};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
 }

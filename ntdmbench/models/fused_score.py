@@ -60,6 +60,32 @@ class _RenderScoreLoss(torch.autograd.Function):
         return grad_R * grad_loss[:, None, None], grad_t * grad_loss[:, None], *(None,) * 8
 
 
+class _PoseScoreLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, C, theta, vertices, faces, principal, focal, similarity, clutter, H, W):
+        loss, grad_C, grad_theta = _extension().pose_score_loss(C.detach(), theta.detach(), vertices, faces,
+                                                                principal, focal, similarity, clutter, H, W)
+        ctx.save_for_backward(grad_C.to(C.dtype), grad_theta.to(theta.dtype))
+        return loss.to(C.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_C, grad_theta = ctx.saved_tensors
+        return grad_C * grad_loss[:, None], grad_theta * grad_loss, *(None,) * 8
+
+
+def pose_score_loss(C: torch.Tensor, theta: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
+                    principal: torch.Tensor, focal: torch.Tensor, similarity: torch.Tensor,
+                    clutter: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """``render_score_loss`` for cameras at centres ``C (B, 3)`` (CAD frame, looking at the origin) with in-plane
+    rotation ``theta (B,)``, NeMo's optimisation variables: the extrinsics and their gradient are in the kernel
+    too, so a whole step is one autograd node."""
+    B, V, h, w = similarity.shape
+    clut = torch.empty(0) if clutter is None else clutter.reshape(B, h * w)
+    return _PoseScoreLoss.apply(C, theta, vertices, faces, principal, focal, similarity.reshape(B, V, h * w), clut,
+                                h, w)
+
+
 def render_score_loss(R: torch.Tensor, t: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
                       principal: torch.Tensor, focal: torch.Tensor, similarity: torch.Tensor,
                       clutter: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:

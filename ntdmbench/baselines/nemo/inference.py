@@ -18,7 +18,7 @@ import torch
 from ntdmbench.baselines.nemo.category import CategoryModel
 from ntdmbench.models import fused_score
 from ntdmbench.models import render_compare as rc
-from ntdmbench.models.camera import Camera, extrinsics
+from ntdmbench.models.camera import Camera
 from ntdmbench.models.render import Fragments, interpolate, rasterize
 from ntdmbench.models.stages import stage
 
@@ -88,16 +88,16 @@ class MeshRenderer:
         return render
 
     def fused_loss(self, similarity: torch.Tensor, clutter: torch.Tensor | None):
-        """``loss(a, e, th, d)`` -> ``(B,)``: ``compare_loss`` of ``scorer(similarity)``'s maps in one CPU kernel
-        (``fused_score``; same value and gradient, without ~150 small torch operations per step)."""
+        """``loss(C, theta)`` -> ``(B,)``: ``compare_loss`` of ``scorer(similarity)``'s maps for cameras at centres
+        C, in one CPU kernel (``fused_score``; same value and gradient, without ~150 small torch operations
+        per step); ``rc.optimise_pose``'s ``loss_fn``."""
         B = similarity.shape[0]
         principal = (self.principal / STRIDE).to(similarity).expand(B, 2)
         focal = torch.full((B,), self.focal_px / STRIDE, dtype=similarity.dtype)
 
-        def loss(a: torch.Tensor, e: torch.Tensor, th: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-            R, t = extrinsics(a, e, th, d)
-            return fused_score.render_score_loss(R, t, self.vertices, self.faces, principal, focal, similarity,
-                                                 clutter, self.map_size)
+        def loss(C: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+            return fused_score.pose_score_loss(C, theta, self.vertices, self.faces, principal, focal, similarity,
+                                               clutter, self.map_size)
         return loss
 
     def grid_scores(self, frags: Fragments, similarity: torch.Tensor) -> torch.Tensor:
