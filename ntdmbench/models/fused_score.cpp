@@ -139,6 +139,54 @@ std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor 
   return {loss, gR, gt};
 }
 
+// Winning face per pixel (-1: none) of screen-space meshes (B, V, 3), with render.py's torch-backend
+// arithmetic in the screen dtype (same operation order), so both give the same faces; no gradients.
+template <typename T>
+static void winners(const T* scr, const int64_t* fp, int64_t B, int64_t V, int64_t F, int64_t H, int64_t W,
+                    int64_t* out) {
+  std::vector<T> zbuf(H * W);
+  for (int64_t b = 0; b < B; ++b) {
+    const T* s = scr + b * V * 3;
+    int64_t* win = out + b * H * W;
+    std::fill(zbuf.begin(), zbuf.end(), std::numeric_limits<T>::infinity());
+    for (int64_t fi = 0; fi < F; ++fi) {
+      const T *p0 = &s[fp[fi * 3] * 3], *p1 = &s[fp[fi * 3 + 1] * 3], *p2 = &s[fp[fi * 3 + 2] * 3];
+      if (std::min({p0[2], p1[2], p2[2]}) <= T(1e-8)) continue;
+      const T area = (p1[0] - p0[0]) * (p2[1] - p0[1]) - (p1[1] - p0[1]) * (p2[0] - p0[0]);
+      if (area == 0) continue;
+      const int64_t c0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[0], p1[0], p2[0]}) - T(0.5)));
+      const int64_t c1 = std::min<int64_t>(W - 1, (int64_t)std::floor(std::max({p0[0], p1[0], p2[0]}) - T(0.5)));
+      const int64_t r0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[1], p1[1], p2[1]}) - T(0.5)));
+      const int64_t r1 = std::min<int64_t>(H - 1, (int64_t)std::floor(std::max({p0[1], p1[1], p2[1]}) - T(0.5)));
+      for (int64_t r = r0; r <= r1; ++r) {
+        const T y = T(r) + T(0.5);
+        for (int64_t c = c0; c <= c1; ++c) {
+          const T x = T(c) + T(0.5);
+          const T w0 = ((p1[0] - x) * (p2[1] - y) - (p1[1] - y) * (p2[0] - x)) / area;
+          const T w1 = ((p2[0] - x) * (p0[1] - y) - (p2[1] - y) * (p0[0] - x)) / area;
+          const T w2 = ((p0[0] - x) * (p1[1] - y) - (p0[1] - y) * (p1[0] - x)) / area;
+          const T u0 = w0 / p0[2], u1 = w1 / p1[2], u2 = w2 / p2[2];
+          const T z = T(1) / (u0 + u1 + u2);
+          if (!(u0 * z > 0 && u1 * z > 0 && u2 * z > 0 && z >= 0)) continue;
+          const int64_t pix = r * W + c;
+          if (z < zbuf[pix]) { zbuf[pix] = z; win[pix] = fi; }
+        }
+      }
+    }
+  }
+}
+
+torch::Tensor pix_to_face(torch::Tensor screen, torch::Tensor faces, int64_t H, int64_t W) {
+  screen = screen.contiguous();
+  faces = faces.to(torch::kLong).contiguous();
+  const int64_t B = screen.size(0), V = screen.size(1), F = faces.size(0);
+  torch::Tensor out = torch::full({B, H, W}, -1, torch::TensorOptions().dtype(torch::kLong));
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "pix_to_face", [&] {
+    winners<scalar_t>(screen.data_ptr<scalar_t>(), faces.data_ptr<int64_t>(), B, V, F, H, W, out.data_ptr<int64_t>());
+  });
+  return out;
+}
+
 // The same loss for cameras given as NeMo's optimisation variables: centre C (B, 3) looking at the origin
 // and in-plane theta (B,). R = Rz(theta) [row1; row3 x row1; row3], row3 = C / |C|, row1 = (-Cy, Cx, 0) / rho
 // (camera.py's rotation_matrix at position_to_angles(C)), t = (0, 0, -|C|); returns loss, dloss/dC, dloss/dtheta.
@@ -197,6 +245,7 @@ std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta,
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
 }

@@ -97,3 +97,9 @@ def render_score_loss(R: torch.Tensor, t: torch.Tensor, vertices: torch.Tensor, 
     clut = torch.empty(0) if clutter is None else clutter.reshape(B, h * w)
     return _RenderScoreLoss.apply(R, t, vertices, faces, principal, focal, similarity.reshape(B, V, h * w), clut,
                                   h, w)
+
+
+def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w)`` nearest covering face per pixel (-1: none) of screen-space meshes ``(B, V, 3)``, with the
+    torch backend's rules and arithmetic (``render._winning_faces``); no gradients."""
+    return _extension().pix_to_face(screen.detach(), faces, *size)
