@@ -41,6 +41,7 @@ from ntdmbench.models.render_compare import (
     object_score,
 )
 from ntdmbench.models.stages import stage
+from ntdmbench.models.threads import loop_threads
 from ntdmbench.ntdm.deformable import DeformableMesh
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
@@ -279,18 +280,24 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
         if settings.steps:
             opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
                                 settings.pose_gamma)
-            for _ in range(settings.steps):
-                loss_at().sum().backward()
-                opt.step()
-                with torch.no_grad():
-                    if settings.latent_simplex and not settings.fix_shape:
-                        z.copy_(project_simplex(z))
-                    if settings.scale_range:
-                        log_scale.clamp_(-math.log(settings.scale_range), math.log(settings.scale_range))
+            with loop_threads(features.device):
+                _optimise(loss_at, opt, z, log_scale, settings)
         with torch.no_grad():
             final = loss_at()
             a, e, d = position_to_angles(C)
     return Fit(a, e, theta.detach(), d, z.detach(), log_scale.detach().exp(), final, start_loss)
+
+
+def _optimise(loss_at, opt: PoseOptimizer, z: torch.Tensor, log_scale: torch.Tensor, settings: InferenceSettings) -> None:
+    """``settings.steps`` Adam steps on ``loss_at()``, keeping z on the simplex and s' within its range."""
+    for _ in range(settings.steps):
+        loss_at().sum().backward()
+        opt.step()
+        with torch.no_grad():
+            if settings.latent_simplex and not settings.fix_shape:
+                z.copy_(project_simplex(z))
+            if settings.scale_range:
+                log_scale.clamp_(-math.log(settings.scale_range), math.log(settings.scale_range))
 
 
 @torch.no_grad()
