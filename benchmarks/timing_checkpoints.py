@@ -7,7 +7,7 @@ build these first::
     python benchmarks/timing_checkpoints.py OUT   # OUT/nemo_car.pth, OUT/ntdm_quick.pth
 
 - ``nemo_car.pth``: one car model, ResNet50 features (128-d), NeMo's single car cuboid (1000 requested
-  vertices on a car-sized box: 1088), clutter bank of 2560.
+  vertices on a car-sized box: 1118), clutter bank of 2560.
 - ``ntdm_quick.pth``: the ``quick`` preset's architecture (ResNet18, 642-vertex template, texture 32,
   MLP 64), four categories of four shape latents each.
 """
@@ -29,8 +29,8 @@ from ntdmbench.ntdm.model import NTDMPredictor
 from ntdmbench.ntdm.textures import NeuralTexture
 from ntdmbench.ntdm.training import BackgroundBank
 
-CAR_BOX = np.array([[-0.42, 0.42], [-1.0, 1.0], [-0.3, 0.34]])
-"""A car-sized coverage box (CAD units; PASCAL3D+ cars are about 2 long at distance 5)."""
+CAR_BOX = np.array([[-0.26, 0.26], [-0.56, 0.56], [-0.2, 0.2]])
+"""A car-sized coverage box (CAD units): at distance 5 and focal 3000 it spans most of a 256x672 car crop."""
 
 
 def nemo_checkpoint(path: Path) -> None:
