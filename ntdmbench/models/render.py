@@ -11,7 +11,8 @@ Faces with a vertex at depth <= 1e-8 are skipped (no near-plane clipping: keep m
 - ``pytorch3d``: PyTorch3D's ``rasterize_meshes`` (float32; gradients through its barycentric backward).
 - ``torch``: pure PyTorch, for machines without a matching PyTorch3D build. Candidate (face, pixel)
   pairs come from each face's pixel bounding box, processed in chunks; the winning face per pixel
-  is found without gradients, then its barycentric coordinates are recomputed differentiably.
+  is found without gradients, then its barycentric coordinates are recomputed differentiably. On CPU the
+  winner search is one compiled loop (``fused_score.pix_to_face``, same arithmetic) when it builds.
 
 The backend is the ``backend`` argument, else ``$NTDMBENCH_RENDER_BACKEND``, else PyTorch3D when
 importable and the vertices are on a GPU, else torch. Interpolation and texture sampling work on the fragments and are shared by both.
@@ -25,6 +26,7 @@ from functools import lru_cache
 
 import torch
 
+from ntdmbench.models import fused_score
 from ntdmbench.models.camera import Camera
 
 BACKENDS = ("pytorch3d", "torch")
@@ -136,45 +138,11 @@ def _rasterize_torch(screen: torch.Tensor, faces: torch.Tensor, H: int, W: int,
     B, F = screen.shape[0], faces.shape[0]
     device = screen.device
     tris = screen[:, faces]  # (B, F, 3 corners, 3 coords)
-    best_z = torch.full((B * H * W,), torch.inf, dtype=screen.dtype, device=device)
-    best_f = torch.full((B * H * W,), F, dtype=torch.int64, device=device)
-    with torch.no_grad():
-        t = tris.detach()
-        lo, hi = t[..., :2].amin(-2), t[..., :2].amax(-2)
-        # pixel columns c with lo_x <= c + 0.5 <= hi_x, clipped to the image; likewise rows
-        c0, r0 = (lo - 0.5).ceil().clamp(min=0).long().unbind(-1)
-        c1 = (hi[..., 0] - 0.5).floor().clamp(max=W - 1).long()
-        r1 = (hi[..., 1] - 0.5).floor().clamp(max=H - 1).long()
-        nx, ny = (c1 - c0 + 1).clamp(min=0), (r1 - r0 + 1).clamp(min=0)
-        x, y = t[..., 0], t[..., 1]
-        area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (y[..., 1] - y[..., 0]) * (x[..., 2] - x[..., 0])
-        count = nx * ny * ((t[..., 2].amin(-1) > _MIN_DEPTH) & (area != 0))
-        b_idx, f_idx = count.nonzero(as_tuple=True)
-        count = count[b_idx, f_idx]
-        ends = count.cumsum(0)
-        # split the faces so each chunk holds about `chunk` (face, pixel) candidates
-        total = int(ends[-1]) if len(ends) else 0
-        bounds = torch.searchsorted(ends, torch.arange(chunk, max(total, chunk), chunk, device=device))
-        for sl in torch.tensor_split(torch.arange(len(count), device=device), bounds.cpu()):
-            if len(sl) == 0:
-                continue
-            n = count[sl]
-            owner = torch.repeat_interleave(sl, n)
-            local = torch.arange(int(n.sum()), device=device) - torch.repeat_interleave(n.cumsum(0) - n, n)
-            b, f = b_idx[owner], f_idx[owner]
-            width = nx[b, f]
-            col, row = c0[b, f] + local % width, r0[b, f] + local // width
-            bary, z = _barycentric(col.to(t.dtype) + 0.5, row.to(t.dtype) + 0.5, t[b, f])
-            keep = (bary > 0).all(-1) & (z >= 0)
-            pix = (b * H + row) * W + col
-            pix, z, f = pix[keep], z[keep], f[keep]
-            # nearest candidate per pixel in this chunk (lowest face on ties), merged with the best so far
-            z_min = torch.full_like(best_z, torch.inf).scatter_reduce(0, pix, z, "amin")
-            win = z == z_min[pix]
-            f_min = torch.full_like(best_f, F).scatter_reduce(0, pix[win], f[win], "amin")
-            better = (z_min < best_z) | ((z_min == best_z) & (f_min < best_f))
-            best_z = torch.where(better, z_min, best_z)
-            best_f = torch.where(better, f_min, best_f)
+    if fused_score.available(device):  # the same search as one CPU loop: no per-candidate tensors
+        best_f = fused_score.pix_to_face(screen.detach(), faces, (H, W)).view(-1)
+        best_f = torch.where(best_f < 0, F, best_f)
+    else:
+        best_f = _winning_faces(tris.detach(), F, H, W, chunk)
     covered = best_f < F
     pix = covered.nonzero(as_tuple=True)[0]
     b, rem = pix // (H * W), pix % (H * W)
@@ -184,6 +152,50 @@ def _rasterize_torch(screen: torch.Tensor, faces: torch.Tensor, H: int, W: int,
     out_depth = torch.zeros(B * H * W, dtype=screen.dtype, device=device).index_put((pix,), z)
     pix_to_face = torch.where(covered, best_f, -1)
     return Fragments(pix_to_face.view(B, H, W), out_bary.view(B, H, W, 3), out_depth.view(B, H, W))
+
+
+@torch.no_grad()
+def _winning_faces(t: torch.Tensor, F: int, H: int, W: int, chunk: int) -> torch.Tensor:
+    """``(B * H * W,)`` nearest covering face per pixel (F where none) of screen triangles ``t (B, F, 3, 3)``."""
+    B, device = t.shape[0], t.device
+    best_z = torch.full((B * H * W,), torch.inf, dtype=t.dtype, device=device)
+    best_f = torch.full((B * H * W,), F, dtype=torch.int64, device=device)
+    lo, hi = t[..., :2].amin(-2), t[..., :2].amax(-2)
+    # pixel columns c with lo_x <= c + 0.5 <= hi_x, clipped to the image; likewise rows
+    c0, r0 = (lo - 0.5).ceil().clamp(min=0).long().unbind(-1)
+    c1 = (hi[..., 0] - 0.5).floor().clamp(max=W - 1).long()
+    r1 = (hi[..., 1] - 0.5).floor().clamp(max=H - 1).long()
+    nx, ny = (c1 - c0 + 1).clamp(min=0), (r1 - r0 + 1).clamp(min=0)
+    x, y = t[..., 0], t[..., 1]
+    area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (y[..., 1] - y[..., 0]) * (x[..., 2] - x[..., 0])
+    count = nx * ny * ((t[..., 2].amin(-1) > _MIN_DEPTH) & (area != 0))
+    b_idx, f_idx = count.nonzero(as_tuple=True)
+    count = count[b_idx, f_idx]
+    ends = count.cumsum(0)
+    # split the faces so each chunk holds about `chunk` (face, pixel) candidates
+    total = int(ends[-1]) if len(ends) else 0
+    bounds = torch.searchsorted(ends, torch.arange(chunk, max(total, chunk), chunk, device=device))
+    for sl in torch.tensor_split(torch.arange(len(count), device=device), bounds.cpu()):
+        if len(sl) == 0:
+            continue
+        n = count[sl]
+        owner = torch.repeat_interleave(sl, n)
+        local = torch.arange(int(n.sum()), device=device) - torch.repeat_interleave(n.cumsum(0) - n, n)
+        b, f = b_idx[owner], f_idx[owner]
+        width = nx[b, f]
+        col, row = c0[b, f] + local % width, r0[b, f] + local // width
+        bary, z = _barycentric(col.to(t.dtype) + 0.5, row.to(t.dtype) + 0.5, t[b, f])
+        keep = (bary > 0).all(-1) & (z >= 0)
+        pix = (b * H + row) * W + col
+        pix, z, f = pix[keep], z[keep], f[keep]
+        # nearest candidate per pixel in this chunk (lowest face on ties), merged with the best so far
+        z_min = torch.full_like(best_z, torch.inf).scatter_reduce(0, pix, z, "amin")
+        win = z == z_min[pix]
+        f_min = torch.full_like(best_f, F).scatter_reduce(0, pix[win], f[win], "amin")
+        better = (z_min < best_z) | ((z_min == best_z) & (f_min < best_f))
+        best_z = torch.where(better, z_min, best_z)
+        best_f = torch.where(better, f_min, best_f)
+    return best_f
 
 
 def interpolate(fragments: Fragments, faces: torch.Tensor, vertex_features: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from ntdmbench.models.render_compare import (
     object_score,
 )
 from ntdmbench.models.stages import stage
+from ntdmbench.models.threads import loop_threads
 from ntdmbench.ntdm.deformable import DeformableMesh
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
@@ -164,7 +165,7 @@ def _render_starts(model: CategoryModel, pose: torch.Tensor, latents: torch.Tens
     n = len(pose)
     dtype = model.mesh.template.dtype
     camera = Camera(pose[:, 0].to(dtype), pose[:, 1].to(dtype), pose[:, 2].to(dtype),
-                    torch.full((n,), settings.init_distance, dtype=dtype), principal.expand(n, 2).to(dtype),
+                    torch.full((n,), settings.init_distance, dtype=dtype, device=pose.device), principal.expand(n, 2).to(dtype),
                     focal.expand(n).to(dtype))
     with torch.no_grad():
         return model.render(model.mesh(latents), camera, size, settings.single_alpha)[0]
@@ -181,7 +182,7 @@ def _start_maps(model: CategoryModel, starts: torch.Tensor, latents: torch.Tenso
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    idx = torch.arange(chunk.start, chunk.stop)
+    idx = torch.arange(chunk.start, chunk.stop, device=starts.device)
     maps = _render_starts(model, starts[idx // len(latents)], latents[idx % len(latents)], principal, focal, size,
                           settings)
     budget = settings.start_cache_mb * 2 ** 20
@@ -199,13 +200,13 @@ def _grid_search(model: CategoryModel, starts: torch.Tensor, latents: torch.Tens
     intrinsics share the pre-rendered grid."""
     total = len(starts) * len(latents)
     size = tuple(features.shape[-2:])
-    best_idx = torch.zeros(len(features), dtype=torch.long)
-    best_loss = torch.zeros(len(features), dtype=features.dtype)
+    best_idx = torch.zeros(len(features), dtype=torch.long, device=features.device)
+    best_loss = torch.zeros(len(features), dtype=features.dtype, device=features.device)
     groups: dict[tuple, list[int]] = {}
     for i in range(len(features)):
         groups.setdefault((tuple(principal[i].tolist()), float(focal[i])), []).append(i)
     for rows in groups.values():
-        rows_t = torch.tensor(rows)
+        rows_t = torch.tensor(rows, device=features.device)
         losses = []
         for s in range(0, total, settings.start_chunk):
             maps = _start_maps(model, starts, latents, principal[rows[0]], focal[rows[0]], size, settings,
@@ -226,7 +227,7 @@ def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tens
     "joint" scores every (initial pose x initial latent) pair, as the paper; "staged" scores the poses
     with the mean of the initial latents, then the initial latents at each image's best pose.
     """
-    starts = initial_poses(settings.n_azimuth, settings.n_elevation, settings.n_theta)
+    starts = initial_poses(settings.n_azimuth, settings.n_elevation, settings.n_theta).to(features.device)
     latents = initial_latents(model.mesh, settings)
     if settings.start_search == "joint" or len(latents) == 1:
         idx, loss = _grid_search(model, starts, latents, features, clut, valid, principal, focal, settings)
@@ -263,11 +264,11 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
     with stage("optimisation"):
         B = len(features)
         centre = camera_position(angles[:, 0].to(dtype), angles[:, 1].to(dtype),
-                                 torch.full((B,), settings.init_distance, dtype=dtype))
+                                 torch.full((B,), settings.init_distance, dtype=dtype, device=features.device))
         C = centre.clone().requires_grad_(True)
         theta = angles[:, 2].to(dtype).clone().requires_grad_(True)
         z = z0.to(dtype).clone().requires_grad_(not settings.fix_shape)
-        log_scale = torch.zeros(B, 3, dtype=dtype, requires_grad=True)
+        log_scale = torch.zeros(B, 3, dtype=dtype, device=features.device, requires_grad=True)
         params = [C, theta, log_scale] + ([] if settings.fix_shape else [z])
 
         def loss_at() -> torch.Tensor:
@@ -279,18 +280,24 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
         if settings.steps:
             opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
                                 settings.pose_gamma)
-            for _ in range(settings.steps):
-                loss_at().sum().backward()
-                opt.step()
-                with torch.no_grad():
-                    if settings.latent_simplex and not settings.fix_shape:
-                        z.copy_(project_simplex(z))
-                    if settings.scale_range:
-                        log_scale.clamp_(-math.log(settings.scale_range), math.log(settings.scale_range))
+            with loop_threads(features.device):
+                _optimise(loss_at, opt, z, log_scale, settings)
         with torch.no_grad():
             final = loss_at()
             a, e, d = position_to_angles(C)
     return Fit(a, e, theta.detach(), d, z.detach(), log_scale.detach().exp(), final, start_loss)
+
+
+def _optimise(loss_at, opt: PoseOptimizer, z: torch.Tensor, log_scale: torch.Tensor, settings: InferenceSettings) -> None:
+    """``settings.steps`` Adam steps on ``loss_at()``, keeping z on the simplex and s' within its range."""
+    for _ in range(settings.steps):
+        loss_at().sum().backward()
+        opt.step()
+        with torch.no_grad():
+            if settings.latent_simplex and not settings.fix_shape:
+                z.copy_(project_simplex(z))
+            if settings.scale_range:
+                log_scale.clamp_(-math.log(settings.scale_range), math.log(settings.scale_range))
 
 
 @torch.no_grad()

@@ -1,0 +1,251 @@
+// Rasterise-interpolate-score-loss for NeMo's render-and-compare step, with its analytic gradient.
+// Same rules as render.py's torch backend: pixel centres (c + 0.5, r + 0.5), strictly positive
+// perspective-correct barycentrics, nearest face wins (lowest index on ties), faces with a vertex at
+// depth <= 1e-8 or zero area skipped. Per image b:
+//   screen = project(R_b v + t_b), score_p = sum_k bary_k sim[b, v_k, p],
+//   loss_b = 1 - (mean_p max(score_p, clut_p) - mean_p clut_p)   (or 1 - mean_p score_p without clutter)
+// and d loss_b / d R_b, d loss_b / d t_b. Doubles inside; sim and clut are read as float32.
+#include <torch/extension.h>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor faces, torch::Tensor R,
+                                             torch::Tensor t, torch::Tensor principal, torch::Tensor focal,
+                                             torch::Tensor sim, torch::Tensor clut, int64_t H, int64_t W) {
+  verts = verts.to(torch::kDouble).contiguous();
+  faces = faces.to(torch::kLong).contiguous();
+  R = R.to(torch::kDouble).contiguous();
+  t = t.to(torch::kDouble).contiguous();
+  principal = principal.to(torch::kDouble).contiguous();
+  focal = focal.to(torch::kDouble).contiguous();
+  sim = sim.to(torch::kFloat).contiguous();
+  const bool use_clutter = clut.numel() > 0;
+  if (use_clutter) clut = clut.to(torch::kFloat).contiguous();
+  const int64_t B = R.size(0), V = verts.size(0), F = faces.size(0), P = H * W;
+  TORCH_CHECK(sim.size(0) == B && sim.size(1) == V && sim.size(2) == P, "sim must be (B, V, H*W)");
+  auto dopt = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor loss = torch::zeros({B}, dopt), gR = torch::zeros({B, 3, 3}, dopt), gt = torch::zeros({B, 3}, dopt);
+  const double* vp = verts.data_ptr<double>();
+  const int64_t* fp = faces.data_ptr<int64_t>();
+  std::vector<double> scr(V * 3), cam(V * 3), gs(V * 3);
+  std::vector<double> zbuf(P);
+  std::vector<int64_t> win(P);
+  for (int64_t b = 0; b < B; ++b) {
+    const double* Rb = R.data_ptr<double>() + b * 9;
+    const double* tb = t.data_ptr<double>() + b * 3;
+    const double px = principal.data_ptr<double>()[b * 2], py = principal.data_ptr<double>()[b * 2 + 1];
+    const double f = focal.data_ptr<double>()[b];
+    const float* sb = sim.data_ptr<float>() + b * V * P;
+    const float* cb = use_clutter ? clut.data_ptr<float>() + b * P : nullptr;
+    for (int64_t v = 0; v < V; ++v) {
+      for (int i = 0; i < 3; ++i)
+        cam[v * 3 + i] = Rb[i * 3] * vp[v * 3] + Rb[i * 3 + 1] * vp[v * 3 + 1] + Rb[i * 3 + 2] * vp[v * 3 + 2] + tb[i];
+      const double D = -cam[v * 3 + 2];
+      scr[v * 3] = px + f * cam[v * 3] / D;
+      scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
+      scr[v * 3 + 2] = D;
+    }
+    std::fill(zbuf.begin(), zbuf.end(), std::numeric_limits<double>::infinity());
+    std::fill(win.begin(), win.end(), -1);
+    for (int64_t fi = 0; fi < F; ++fi) {
+      const double *p0 = &scr[fp[fi * 3] * 3], *p1 = &scr[fp[fi * 3 + 1] * 3], *p2 = &scr[fp[fi * 3 + 2] * 3];
+      if (std::min({p0[2], p1[2], p2[2]}) <= 1e-8) continue;
+      const double area = (p1[0] - p0[0]) * (p2[1] - p0[1]) - (p1[1] - p0[1]) * (p2[0] - p0[0]);
+      if (area == 0) continue;
+      const int64_t c0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[0], p1[0], p2[0]}) - 0.5));
+      const int64_t c1 = std::min<int64_t>(W - 1, (int64_t)std::floor(std::max({p0[0], p1[0], p2[0]}) - 0.5));
+      const int64_t r0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[1], p1[1], p2[1]}) - 0.5));
+      const int64_t r1 = std::min<int64_t>(H - 1, (int64_t)std::floor(std::max({p0[1], p1[1], p2[1]}) - 0.5));
+      for (int64_t r = r0; r <= r1; ++r) {
+        const double y = r + 0.5;
+        for (int64_t c = c0; c <= c1; ++c) {
+          const double x = c + 0.5;
+          const double w0 = ((p1[0] - x) * (p2[1] - y) - (p1[1] - y) * (p2[0] - x)) / area;
+          const double w1 = ((p2[0] - x) * (p0[1] - y) - (p2[1] - y) * (p0[0] - x)) / area;
+          const double w2 = ((p0[0] - x) * (p1[1] - y) - (p0[1] - y) * (p1[0] - x)) / area;
+          if (!(w0 > 0 && w1 > 0 && w2 > 0)) continue;
+          const double z = 1.0 / (w0 / p0[2] + w1 / p1[2] + w2 / p2[2]);
+          const int64_t pix = r * W + c;
+          if (z < zbuf[pix]) { zbuf[pix] = z; win[pix] = fi; }
+        }
+      }
+    }
+    std::fill(gs.begin(), gs.end(), 0.0);
+    double acc = 0;
+    for (int64_t pix = 0; pix < P; ++pix) {
+      const int64_t fi = win[pix];
+      double score = 0, u[3], w[3], bary[3], sv[3], S = 0, A = 0;
+      const int64_t* vi = fp + (fi < 0 ? 0 : fi * 3);
+      const double* q[3];
+      if (fi >= 0) {
+        const double x = pix % W + 0.5, y = pix / W + 0.5;
+        for (int k = 0; k < 3; ++k) q[k] = &scr[vi[k] * 3];
+        for (int m = 0; m < 3; ++m) {
+          const double *a = q[(m + 1) % 3], *c = q[(m + 2) % 3];
+          w[m] = (a[0] - x) * (c[1] - y) - (a[1] - y) * (c[0] - x);  // edge function E_m
+          A += w[m];
+        }
+        for (int k = 0; k < 3; ++k) { w[k] /= A; u[k] = w[k] / q[k][2]; S += u[k]; }
+        for (int k = 0; k < 3; ++k) {
+          bary[k] = u[k] / S;
+          sv[k] = sb[vi[k] * P + pix];
+          score += bary[k] * sv[k];
+        }
+      }
+      double G;  // d loss / d score at this pixel
+      if (use_clutter) {
+        const double cl = cb[pix];
+        acc += std::max(score, cl) - cl;
+        G = score > cl ? -1.0 / P : (score == cl ? -0.5 / P : 0.0);
+      } else {
+        acc += score;
+        G = -1.0 / P;
+      }
+      if (fi < 0 || G == 0) continue;
+      const double x = pix % W + 0.5, y = pix / W + 0.5;
+      double gb = 0, gu[3], gw[3], gws = 0;
+      for (int k = 0; k < 3; ++k) gb += G * sv[k] * bary[k];
+      for (int k = 0; k < 3; ++k) {
+        gu[k] = (G * sv[k] - gb) / S;
+        gs[vi[k] * 3 + 2] -= gu[k] * w[k] / (q[k][2] * q[k][2]);
+        gw[k] = gu[k] / q[k][2];
+        gws += gw[k] * w[k];
+      }
+      for (int m = 0; m < 3; ++m) {
+        const double gE = (gw[m] - gws) / A;
+        const int j = (m + 1) % 3, k = (m + 2) % 3;
+        const double *a = q[j], *c = q[k];
+        gs[vi[j] * 3] += gE * (c[1] - y);
+        gs[vi[k] * 3 + 1] += gE * (a[0] - x);
+        gs[vi[j] * 3 + 1] -= gE * (c[0] - x);
+        gs[vi[k] * 3] -= gE * (a[1] - y);
+      }
+    }
+    loss.data_ptr<double>()[b] = 1.0 - acc / P;
+    double* gRb = gR.data_ptr<double>() + b * 9;
+    double* gtb = gt.data_ptr<double>() + b * 3;
+    for (int64_t v = 0; v < V; ++v) {
+      const double gx = gs[v * 3], gy = gs[v * 3 + 1], gz = gs[v * 3 + 2];
+      if (gx == 0 && gy == 0 && gz == 0) continue;
+      const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
+      const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
+      for (int i = 0; i < 3; ++i) {
+        gtb[i] += gc[i];
+        for (int j = 0; j < 3; ++j) gRb[i * 3 + j] += gc[i] * vp[v * 3 + j];
+      }
+    }
+  }
+  return {loss, gR, gt};
+}
+
+// Winning face per pixel (-1: none) of screen-space meshes (B, V, 3), with render.py's torch-backend
+// arithmetic in the screen dtype (same operation order), so both give the same faces; no gradients.
+template <typename T>
+static void winners(const T* scr, const int64_t* fp, int64_t B, int64_t V, int64_t F, int64_t H, int64_t W,
+                    int64_t* out) {
+  std::vector<T> zbuf(H * W);
+  for (int64_t b = 0; b < B; ++b) {
+    const T* s = scr + b * V * 3;
+    int64_t* win = out + b * H * W;
+    std::fill(zbuf.begin(), zbuf.end(), std::numeric_limits<T>::infinity());
+    for (int64_t fi = 0; fi < F; ++fi) {
+      const T *p0 = &s[fp[fi * 3] * 3], *p1 = &s[fp[fi * 3 + 1] * 3], *p2 = &s[fp[fi * 3 + 2] * 3];
+      if (std::min({p0[2], p1[2], p2[2]}) <= T(1e-8)) continue;
+      const T area = (p1[0] - p0[0]) * (p2[1] - p0[1]) - (p1[1] - p0[1]) * (p2[0] - p0[0]);
+      if (area == 0) continue;
+      const int64_t c0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[0], p1[0], p2[0]}) - T(0.5)));
+      const int64_t c1 = std::min<int64_t>(W - 1, (int64_t)std::floor(std::max({p0[0], p1[0], p2[0]}) - T(0.5)));
+      const int64_t r0 = std::max<int64_t>(0, (int64_t)std::ceil(std::min({p0[1], p1[1], p2[1]}) - T(0.5)));
+      const int64_t r1 = std::min<int64_t>(H - 1, (int64_t)std::floor(std::max({p0[1], p1[1], p2[1]}) - T(0.5)));
+      for (int64_t r = r0; r <= r1; ++r) {
+        const T y = T(r) + T(0.5);
+        for (int64_t c = c0; c <= c1; ++c) {
+          const T x = T(c) + T(0.5);
+          const T w0 = ((p1[0] - x) * (p2[1] - y) - (p1[1] - y) * (p2[0] - x)) / area;
+          const T w1 = ((p2[0] - x) * (p0[1] - y) - (p2[1] - y) * (p0[0] - x)) / area;
+          const T w2 = ((p0[0] - x) * (p1[1] - y) - (p0[1] - y) * (p1[0] - x)) / area;
+          const T u0 = w0 / p0[2], u1 = w1 / p1[2], u2 = w2 / p2[2];
+          const T z = T(1) / (u0 + u1 + u2);
+          if (!(u0 * z > 0 && u1 * z > 0 && u2 * z > 0 && z >= 0)) continue;
+          const int64_t pix = r * W + c;
+          if (z < zbuf[pix]) { zbuf[pix] = z; win[pix] = fi; }
+        }
+      }
+    }
+  }
+}
+
+torch::Tensor pix_to_face(torch::Tensor screen, torch::Tensor faces, int64_t H, int64_t W) {
+  screen = screen.contiguous();
+  faces = faces.to(torch::kLong).contiguous();
+  const int64_t B = screen.size(0), V = screen.size(1), F = faces.size(0);
+  torch::Tensor out = torch::full({B, H, W}, -1, torch::TensorOptions().dtype(torch::kLong));
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "pix_to_face", [&] {
+    winners<scalar_t>(screen.data_ptr<scalar_t>(), faces.data_ptr<int64_t>(), B, V, F, H, W, out.data_ptr<int64_t>());
+  });
+  return out;
+}
+
+// The same loss for cameras given as NeMo's optimisation variables: centre C (B, 3) looking at the origin
+// and in-plane theta (B,). R = Rz(theta) [row1; row3 x row1; row3], row3 = C / |C|, row1 = (-Cy, Cx, 0) / rho
+// (camera.py's rotation_matrix at position_to_angles(C)), t = (0, 0, -|C|); returns loss, dloss/dC, dloss/dtheta.
+std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor verts, torch::Tensor faces,
+                                           torch::Tensor principal, torch::Tensor focal, torch::Tensor sim,
+                                           torch::Tensor clut, int64_t H, int64_t W) {
+  C = C.to(torch::kDouble).contiguous();
+  theta = theta.to(torch::kDouble).contiguous();
+  const int64_t B = C.size(0);
+  auto dopt = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor R = torch::empty({B, 3, 3}, dopt), t = torch::zeros({B, 3}, dopt);
+  torch::Tensor gC = torch::zeros({B, 3}, dopt), gth = torch::zeros({B}, dopt);
+  std::vector<double> rows(B * 9);  // row1, row2, row3 per image
+  for (int64_t b = 0; b < B; ++b) {
+    const double* c = C.data_ptr<double>() + b * 3;
+    const double rho = std::sqrt(c[0] * c[0] + c[1] * c[1]), d = std::sqrt(rho * rho + c[2] * c[2]);
+    double* r1 = &rows[b * 9]; double* r2 = r1 + 3; double* r3 = r1 + 6;
+    r1[0] = -c[1] / rho; r1[1] = c[0] / rho; r1[2] = 0;
+    for (int i = 0; i < 3; ++i) r3[i] = c[i] / d;
+    r2[0] = r3[1] * r1[2] - r3[2] * r1[1]; r2[1] = r3[2] * r1[0] - r3[0] * r1[2]; r2[2] = r3[0] * r1[1] - r3[1] * r1[0];
+    const double ct = std::cos(theta.data_ptr<double>()[b]), st = std::sin(theta.data_ptr<double>()[b]);
+    double* Rb = R.data_ptr<double>() + b * 9;
+    for (int j = 0; j < 3; ++j) {
+      Rb[j] = ct * r1[j] - st * r2[j]; Rb[3 + j] = st * r1[j] + ct * r2[j]; Rb[6 + j] = r3[j];
+    }
+    t.data_ptr<double>()[b * 3 + 2] = -d;
+  }
+  auto out = render_score_loss(verts, faces, R, t, principal, focal, sim, clut, H, W);
+  for (int64_t b = 0; b < B; ++b) {
+    const double* c = C.data_ptr<double>() + b * 3;
+    const double* Rb = R.data_ptr<double>() + b * 9;
+    const double* gR = out[1].data_ptr<double>() + b * 9;
+    const double gd = -out[2].data_ptr<double>()[b * 3 + 2];
+    const double th = theta.data_ptr<double>()[b], ct = std::cos(th), st = std::sin(th);
+    const double *r1 = &rows[b * 9], *r3 = r1 + 6;
+    double g1[3], g2[3], g3[3];
+    double gt_ = 0;
+    for (int j = 0; j < 3; ++j) {
+      gt_ += -gR[j] * Rb[3 + j] + gR[3 + j] * Rb[j];
+      g1[j] = ct * gR[j] + st * gR[3 + j];
+      g2[j] = -st * gR[j] + ct * gR[3 + j];
+      g3[j] = gR[6 + j];
+    }
+    gth.data_ptr<double>()[b] = gt_;
+    // row2 = row3 x row1: g3 += row1 x g2, g1 += g2 x row3
+    g3[0] += r1[1] * g2[2] - r1[2] * g2[1]; g3[1] += r1[2] * g2[0] - r1[0] * g2[2]; g3[2] += r1[0] * g2[1] - r1[1] * g2[0];
+    g1[0] += g2[1] * r3[2] - g2[2] * r3[1]; g1[1] += g2[2] * r3[0] - g2[0] * r3[2]; g1[2] += g2[0] * r3[1] - g2[1] * r3[0];
+    const double rho = std::sqrt(c[0] * c[0] + c[1] * c[1]), d = std::sqrt(rho * rho + c[2] * c[2]);
+    const double g1n = -g1[0] * c[1] + g1[1] * c[0], g3c = g3[0] * c[0] + g3[1] * c[1] + g3[2] * c[2];
+    double* gCb = gC.data_ptr<double>() + b * 3;
+    gCb[0] = g1[1] / rho - g1n * c[0] / (rho * rho * rho);
+    gCb[1] = -g1[0] / rho - g1n * c[1] / (rho * rho * rho);
+    for (int i = 0; i < 3; ++i) gCb[i] += g3[i] / d - c[i] * g3c / (d * d * d) + gd * c[i] / d;
+  }
+  return {out[0], gC, gth};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
+  m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
+  m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
+}

@@ -1,0 +1,105 @@
+"""NeMo's per-step render-and-compare loss as one CPU kernel with an analytic gradient.
+
+A pose step in pure torch is ~150 small operations (rasterise, gather, barycentrics, loss, and their
+autograd), and on a 32x84 feature map that overhead, not the arithmetic, is the cost. ``fused_score.cpp``
+projects the mesh, rasterises it (the torch backend's rules), interpolates the per-vertex similarity,
+evaluates NeMo's loss and its gradient to the extrinsics ``(R, t)`` in one pass per image; autograd only
+carries the 3x3 rotation back to the pose. CUDA tensors keep the batched torch path.
+
+The extension is compiled on first use (``torch.utils.cpp_extension``, about a minute, cached under
+``$TORCH_EXTENSIONS_DIR``); without a working compiler ``available()`` is False and callers fall back.
+``$NTDMBENCH_FUSED=0`` turns the kernel off.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+ENV = "NTDMBENCH_FUSED"
+
+
+@lru_cache(maxsize=1)
+def _extension():
+    from torch.utils.cpp_extension import load
+
+    source = Path(__file__).with_name("fused_score.cpp")
+    return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3"], verbose=False)
+
+
+@lru_cache(maxsize=1)
+def _compiles() -> bool:
+    try:
+        _extension()
+    except Exception as exc:  # no compiler, headers or ninja: the torch path still works
+        warnings.warn(f"fused render-and-compare kernel unavailable, using the torch path: {exc}")
+        return False
+    return True
+
+
+def available(device: torch.device | str = "cpu") -> bool:
+    """Whether the kernel serves tensors on ``device`` (CPU only, not disabled, compiled)."""
+    return torch.device(device).type == "cpu" and os.environ.get(ENV, "1") != "0" and _compiles()
+
+
+class _RenderScoreLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, R, t, vertices, faces, principal, focal, similarity, clutter, H, W):
+        loss, grad_R, grad_t = _extension().render_score_loss(vertices, faces, R.detach(), t.detach(), principal,
+                                                              focal, similarity, clutter, H, W)
+        ctx.save_for_backward(grad_R.to(R.dtype), grad_t.to(t.dtype))
+        return loss.to(R.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_R, grad_t = ctx.saved_tensors
+        return grad_R * grad_loss[:, None, None], grad_t * grad_loss[:, None], *(None,) * 8
+
+
+class _PoseScoreLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, C, theta, vertices, faces, principal, focal, similarity, clutter, H, W):
+        loss, grad_C, grad_theta = _extension().pose_score_loss(C.detach(), theta.detach(), vertices, faces,
+                                                                principal, focal, similarity, clutter, H, W)
+        ctx.save_for_backward(grad_C.to(C.dtype), grad_theta.to(theta.dtype))
+        return loss.to(C.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_C, grad_theta = ctx.saved_tensors
+        return grad_C * grad_loss[:, None], grad_theta * grad_loss, *(None,) * 8
+
+
+def pose_score_loss(C: torch.Tensor, theta: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
+                    principal: torch.Tensor, focal: torch.Tensor, similarity: torch.Tensor,
+                    clutter: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """``render_score_loss`` for cameras at centres ``C (B, 3)`` (CAD frame, looking at the origin) with in-plane
+    rotation ``theta (B,)``, NeMo's optimisation variables: the extrinsics and their gradient are in the kernel
+    too, so a whole step is one autograd node."""
+    B, V, h, w = similarity.shape
+    clut = torch.empty(0) if clutter is None else clutter.reshape(B, h * w)
+    return _PoseScoreLoss.apply(C, theta, vertices, faces, principal, focal, similarity.reshape(B, V, h * w), clut,
+                                h, w)
+
+
+def render_score_loss(R: torch.Tensor, t: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
+                      principal: torch.Tensor, focal: torch.Tensor, similarity: torch.Tensor,
+                      clutter: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """``(B,)`` NeMo losses (``render_compare.loss_fg_bg``, or ``loss_fg_only`` when ``clutter`` is None) of
+    the mesh ``vertices (V, 3)`` / ``faces (F, 3)`` under extrinsics ``R (B, 3, 3)``, ``t (B, 3)`` and
+    intrinsics ``principal (B, 2)``, ``focal (B,)`` (map cells), against per-pixel vertex similarities
+    ``(B, V, h, w)`` and clutter scores ``(B, h, w)``; differentiable in R and t."""
+    B, V, h, w = similarity.shape
+    clut = torch.empty(0) if clutter is None else clutter.reshape(B, h * w)
+    return _RenderScoreLoss.apply(R, t, vertices, faces, principal, focal, similarity.reshape(B, V, h * w), clut,
+                                  h, w)
+
+
+def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w)`` nearest covering face per pixel (-1: none) of screen-space meshes ``(B, V, 3)``, with the
+    torch backend's rules and arithmetic (``render._winning_faces``); no gradients."""
+    return _extension().pix_to_face(screen.detach(), faces, *size)

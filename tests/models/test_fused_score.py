@@ -1,0 +1,121 @@
+"""The fused CPU kernel (``fused_score``) against the torch path it replaces, and ``loop_threads``.
+
+The kernel's winner search must pick the very faces of ``render._winning_faces`` (same arithmetic), and
+its loss and analytic gradient must equal autograd through rasterise -> interpolate -> ``compare_loss``.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ntdmbench.baselines.nemo.inference import STRIDE, MeshRenderer
+from ntdmbench.models import fused_score
+from ntdmbench.models import meshes as M
+from ntdmbench.models import render as R
+from ntdmbench.models import render_compare as rc
+from ntdmbench.models import threads
+from ntdmbench.models.camera import Camera, camera_position
+
+pytestmark = pytest.mark.skipif(not fused_score.available(), reason="fused kernel does not build here")
+h, w = 24, 40
+
+
+def _scene(dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    verts, faces = M.cuboid(np.array([[-0.25, 0.25], [-0.55, 0.55], [-0.2, 0.2]]), 600).torch(dtype)
+    bank = torch.nn.functional.normalize(torch.randn(len(verts), 16, generator=gen, dtype=dtype), dim=1)
+    features = torch.nn.functional.normalize(torch.randn(2, 16, h, w, generator=gen, dtype=dtype), dim=1)
+    clutter = torch.rand(2, h, w, generator=gen, dtype=dtype) * 0.3
+    renderer = MeshRenderer(verts, faces, bank, torch.tensor([w * STRIDE / 2, h * STRIDE / 2], dtype=dtype), 3000.0,
+                            (h, w))
+    return renderer, features, clutter, torch.einsum("bchw,vc->bvhw", features, bank)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_winner_search_picks_the_torch_backends_faces(dtype):
+    poses = rc.initial_poses()
+    for verts, faces in (M.cuboid(np.array([[-0.25, 0.25], [-0.55, 0.55], [-0.2, 0.2]]), 600).torch(dtype),
+                         M.icosphere(2).torch(dtype)):
+        camera = Camera.create(poses[:, 0], poses[:, 1], poses[:, 2], 4.0, (w * 4.0, h * 4.0)).to(dtype).downsample(8)
+        screen = camera.transform(verts)
+        torch_faces = R._winning_faces(screen[:, faces], len(faces), h, w, 2 ** 21)
+        kernel = fused_score.pix_to_face(screen, faces, (h, w)).view(-1)
+        assert (kernel >= 0).any()
+        assert torch.equal(torch.where(kernel < 0, len(faces), kernel), torch_faces)
+
+
+@pytest.mark.parametrize("use_clutter", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_loss_and_gradient_equal_autograd_through_the_torch_path(use_clutter, dtype, monkeypatch):
+    renderer, features, clutter, similarity = _scene(dtype)
+    clut = clutter if use_clutter else None
+    C = camera_position(torch.tensor([0.4, 2.5], dtype=dtype), torch.tensor([0.2, 0.5], dtype=dtype),
+                        torch.tensor([4.5, 5.5], dtype=dtype)).requires_grad_(True)
+    theta = torch.tensor([0.1, -0.2], dtype=dtype, requires_grad=True)
+    fused = renderer.fused_loss(similarity, clut)(C, theta)
+    fused_grads = torch.autograd.grad(fused.sum(), [C, theta])
+    monkeypatch.setenv(fused_score.ENV, "0")  # the pure-torch rasteriser as well
+    a, e, d = rc.position_to_angles(C)
+    old = rc.compare_loss(renderer.scorer(similarity)(a, e, theta, d), features, clut)
+    old_grads = torch.autograd.grad(old.sum(), [C, theta])
+    # the kernel reads similarities as float32, so float64 agrees to float32 rounding of those only
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(fused, old, **tol)
+    for new, ref in zip(fused_grads, old_grads):
+        assert ref.abs().max() > 0
+        torch.testing.assert_close(new, ref, **tol)
+
+
+def test_fused_optimisation_ends_at_the_torch_paths_pose(monkeypatch):
+    renderer, features, clutter, similarity = _scene(torch.float32, seed=1)
+    start = [torch.tensor([0.5, 2.0]), torch.tensor([0.3, 0.4]), torch.tensor([0.0, 0.1]), torch.full((2,), 5.0)]
+    fused = rc.optimise_pose(None, features, clutter, *start, steps=60,
+                             loss_fn=renderer.fused_loss(similarity, clutter))
+    monkeypatch.setenv(fused_score.ENV, "0")
+    old = rc.optimise_pose(renderer.scorer(similarity), features, clutter, *start, steps=60)
+    for key in ("azimuth", "elevation", "theta"):
+        assert (getattr(fused, key) - getattr(old, key)).abs().max() < math.radians(0.5), key
+    torch.testing.assert_close(fused.loss, old.loss, rtol=1e-3, atol=1e-4)
+
+
+def test_loop_threads_sets_the_count_and_restores_the_callers(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv(threads.ENV, raising=False)
+        with threads.loop_threads():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads.loop_threads():
+            raise RuntimeError("inside the loop")
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv(threads.ENV, "3")
+        with threads.loop_threads():
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv(threads.ENV, "0")
+        with pytest.raises(ValueError, match=threads.ENV):
+            with threads.loop_threads():
+                pass
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_optimise_pose_restores_the_thread_count():
+    renderer, features, clutter, similarity = _scene(torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = []
+
+        def loss_fn(C, theta):
+            seen.append(torch.get_num_threads())
+            return renderer.fused_loss(similarity, clutter)(C, theta)
+        rc.optimise_pose(None, features, clutter, *(torch.zeros(2),) * 3, torch.full((2,), 5.0), steps=3,
+                         loss_fn=loss_fn)
+        assert seen == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
