@@ -259,6 +259,8 @@ class NTDMPredictor(BasePredictor):
     def predict(self, batch: Sequence[Sample]) -> list[Prediction]:
         if self.backbone is None or not self.models:
             raise RuntimeError("ntdm: no trained model; train one or pass --checkpoint")
+        for model in self.models.values():
+            model.to(self.device)  # a checkpoint loads on CPU
         groups: dict[tuple, list[Sample]] = defaultdict(list)
         for s in batch:
             groups[(*s.load_image().shape[:2], crop_focal_px(s, self.focal_px))].append(s)
