@@ -62,7 +62,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(("car", "sofa"), train=4, val=3, ood=1, scale=0.125, supersample=1),
-    "quick": Preset(("bus", "car", "motorbike", "sofa"), train=48, val=32, ood=6, scale=0.375),
+    "quick": Preset(("bus", "car", "motorbike", "sofa"), train=48, val=32, ood=6, scale=0.3125),
     "full": Preset(CATEGORIES, train=500, val=400, ood=60, scale=0.5),
 }
 
