@@ -2,13 +2,15 @@
 
 Output under ``--out``::
 
-    pascal3d/   NeMo (refactored) layout: train/ and val/ with images, annotations, lists per category;
-                val/ also holds the occluded levels {cate}FGLk_BGLk (occluders covering 20-40 / 40-60 /
-                60-80 % of the object, as Occluded PASCAL3D+'s FGL levels); CAD/{cate}/NN.off; manifest.json
+    pascal3d/   NeMo (refactored) layout: train/ and val/ with images, annotations (keypoints included),
+                lists per category; val/ also holds the occluded levels {cate}FGLk_BGLk (occluders covering
+                20-40 / 40-60 / 60-80 % of the object and 0-20 / 20-40 / 40-60 % of the background, as
+                Occluded PASCAL3D+'s FGL and BGL levels); CAD/{cate}/NN.off and CAD/{cate}.mat (keypoints);
+                manifest.json
     oodcv/      NeMo layout of OOD-CV: val/ with an npz ``nuisance`` per sample (shape, pose, texture,
                 context, weather, iid); manifest.json
     contact_sheets/{split}.png   a look at every split
-    synthetic.json               preset, seed and what each OOD split holds out
+    synthetic.json               preset, seed, what each OOD split holds out, occlusion achieved per level
 
 Read it with the catalog: ``--root OUT/pascal3d`` for ``pascal3d/*`` and ``occluded-pascal3d/*``, ``--root
 OUT/oodcv`` for ``oodcv/test/*``. Every sample is drawn from its own seeded generator, so the same seed
