@@ -1,9 +1,11 @@
-"""Procedural appearance: object materials, backgrounds, occluder fills and weather.
+"""Procedural appearance: part materials, backgrounds, occluder textures and weather.
 
-Each is a *family* of random instances, so a split can hold a family out (OOD-CV's texture and context
-nuisances): materials are solid textures evaluated at 3D surface points (no UV atlas needed), backgrounds
-and occluder fills are 2D images. Occluders use fills that no object or background uses, as the
-Occluded PASCAL3D+ occluders (COCO objects) differ from the PASCAL3D+ objects.
+Materials are solid textures evaluated at 3D surface points (no UV atlas needed), one per named part,
+chosen by the category (``PART_KINDS``: glass windows, rubber tyres, white headlights, red tail lights,
+...) so that instances of a category look alike where real ones do; only paint, fabric and wood vary
+per instance, and the large panels' family (held out for OOD-CV's texture nuisance). Backgrounds and
+occluder textures are 2D image families; occluder textures (foliage, bark, stone, fur) are used by no
+object part and no background, as Occluded PASCAL3D+'s occluders differ from the PASCAL3D+ objects.
 """
 
 from __future__ import annotations
