@@ -13,6 +13,7 @@ The extension is compiled on first use (``torch.utils.cpp_extension``, about a m
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from functools import lru_cache
@@ -25,7 +26,14 @@ ENV = "NTDMBENCH_FUSED"
 
 @lru_cache(maxsize=1)
 def _extension():
-    from torch.utils.cpp_extension import load
+    # importing cpp_extension warns "No CUDA runtime is found" on every CPU-only machine: not news here
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+    finally:
+        log.setLevel(level)
 
     source = Path(__file__).with_name("fused_score.cpp")
     return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3"], verbose=False)

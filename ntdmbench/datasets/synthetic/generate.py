@@ -142,7 +142,7 @@ class Generator:
         self._models: dict[tuple[str, int], CadModel] = {}
         self._cutouts: dict[str, list[Cutout]] = {}
         self.counts: dict[str, dict[str, int]] = {"pascal3d": {}, "oodcv": {}}
-        self.occlusion: dict[str, list[tuple[float, float]]] = {}
+        self.occlusion: dict[int, list[tuple[float, float]]] = {}  # level -> (object, background) fractions
         self.sheets: dict[str, list[tuple[str, np.ndarray]]] = {}
 
     def model(self, category: str, subtype: int) -> CadModel:
@@ -229,7 +229,7 @@ class Generator:
                     occ_rng = self.rng(split_code, CATEGORIES.index(c), i, level)
                     pool = self.object_cutouts(c) + [texture_cutout(occ_rng, CUTOUT_PX) for _ in range(4)]
                     occ = occlude(rendered.image, rendered.amodal, band, BACKGROUND_BANDS[level], pool, occ_rng)
-                    self.occlusion.setdefault(f"L{level}", []).append((occ.foreground, occ.background))
+                    self.occlusion.setdefault(level, []).append((occ.foreground, occ.background))
                     occluded = self.sample(scene, name, occ.image, rendered, pose, cad, occ.mask,
                                            {"dataset": "occluded-pascal3d", "split": split, "level": f"L{level}"})
                     writer.write(occluded, f"FGL{level}_BGL{level}")
@@ -269,15 +269,15 @@ class Generator:
                 for split, tiles in self.sheets.items()]
 
     def occlusion_summary(self) -> dict[str, dict[str, float]]:
-        """Mean and range of the achieved occluded fractions per level (FGL: object, BGL: background)."""
+        """Per level: the mean occluded fractions (FGL: object, BGL: background) and how many images have
+        their background fraction inside the BGL band."""
         out = {}
         for level, pairs in sorted(self.occlusion.items()):
-            a = np.array(pairs)
-            out[level] = {"foreground_mean": round(float(a[:, 0].mean()), 3),
-                          "background_mean": round(float(a[:, 1].mean()), 3),
-                          "background_in_band": round(float(np.mean([
-                              BACKGROUND_BANDS[int(level[1])][0] <= b <= BACKGROUND_BANDS[int(level[1])][1]
-                              for b in a[:, 1]])), 3)}
+            fg, bg = np.array(pairs).T
+            lo, hi = BACKGROUND_BANDS[level]
+            out[f"L{level}"] = {"foreground_mean": round(float(fg.mean()), 3),
+                                "background_mean": round(float(bg.mean()), 3),
+                                "background_in_band": round(float(((bg >= lo) & (bg <= hi)).mean()), 3)}
         return out
 
     def run(self) -> dict[str, dict[str, int]]:

@@ -95,22 +95,24 @@ class Cutout:
     rgb: np.ndarray
     alpha: np.ndarray
 
-    def paste(self, image: np.ndarray, mask: np.ndarray | None, centre: tuple[float, float], scale: float) -> None:
+    def paste(self, image: np.ndarray | None, mask: np.ndarray | None, centre: tuple[float, float],
+              scale: float) -> None:
         """Alpha-blend into ``image`` in place, ``scale`` times the cut-out's size, centred at (x, y);
-        ``mask`` (bool, optional) gains the pixels the cut-out covers by at least half."""
+        ``mask`` gains the pixels the cut-out covers by at least half. Either may be None."""
         h0, w0 = self.alpha.shape
         w, h = max(1, round(w0 * scale)), max(1, round(h0 * scale))
         rgba = np.dstack([self.rgb, self.alpha])
         resized = np.asarray(Image.fromarray(np.uint8(np.round(rgba * 255)), "RGBA").resize((w, h), Image.BILINEAR),
                              dtype=np.float64) / 255
         x0, y0 = round(centre[0] - w / 2), round(centre[1] - h / 2)
-        H, W = image.shape[:2]
+        H, W = (image if image is not None else mask).shape[:2]
         ys, xs = slice(max(y0, 0), min(y0 + h, H)), slice(max(x0, 0), min(x0 + w, W))
         if ys.start >= ys.stop or xs.start >= xs.stop:
             return
         patch = resized[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
-        a = patch[..., 3:]
-        image[ys, xs] = a * patch[..., :3] + (1 - a) * image[ys, xs]
+        if image is not None:
+            a = patch[..., 3:]
+            image[ys, xs] = a * patch[..., :3] + (1 - a) * image[ys, xs]
         if mask is not None:
             mask[ys, xs] |= patch[..., 3] >= 0.5
 
@@ -143,9 +145,8 @@ def object_cutout(rendered: Rendered) -> Cutout:
 
 def _coverage(cutouts: list[tuple[Cutout, tuple[float, float]]], shape: tuple[int, int], scale: float) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
-    scratch = np.zeros((*shape, 3))
     for cutout, centre in cutouts:
-        cutout.paste(scratch, mask, centre, scale)
+        cutout.paste(None, mask, centre, scale)
     return mask
 
 
@@ -185,7 +186,7 @@ def occlude(image: np.ndarray, amodal: np.ndarray, fg_band: tuple[float, float],
     for _ in range(max_tries):
         picks = [pool[i] for i in rng.integers(len(pool), size=int(rng.integers(1, 4)))]
         front = [(c, (xs[k], ys[k])) for c, k in zip(picks, rng.integers(ys.size, size=len(picks)))]
-        norm = max(h, w) / 64  # cut-outs are about 64 px; scale 1 = the image's longer side
+        norm = max(h, w) / 64  # the scale at which a 64 px cut-out spans the image's longer side
         scale, mask = _bisect_scale(front, (h, w), fg, fg_band, rng.uniform(fg_band[0] + 0.03, fg_band[1] - 0.03),
                                     hi=4.0 * norm)
         if scale is None:
