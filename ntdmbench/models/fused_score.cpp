@@ -244,8 +244,83 @@ std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta,
   return {out[0], gC, gth};
 }
 
+// NTDM's object score at M surface points: s = <normalize(sum_b alpha_b T_b(uv)), f>, with T_b(uv) bilinear in
+// bin b of a q x q texture (texel (r, c) centred at u = (c + 0.5) / q, v = 1 - (r + 0.5) / q; periodic in u,
+// clamped in v: NeuralTexture.lookup's rules), f row rows[m] of feats. With with_grad, also ds/duv (M, 2) and
+// ds/dalpha (M, nb), as autograd would give through grid_sample (zero v-gradient where v is clamped).
+// texels (q, q, NB, d) texel-major; alpha (M, nb) with nb <= NB uses the first nb bins.
+std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv, torch::Tensor alpha,
+                                         torch::Tensor feats, torch::Tensor rows, bool with_grad) {
+  texels = texels.to(torch::kFloat).contiguous();
+  uv = uv.to(torch::kFloat).contiguous();
+  alpha = alpha.to(torch::kFloat).contiguous();
+  feats = feats.to(torch::kFloat).contiguous();
+  rows = rows.to(torch::kLong).contiguous();
+  const int64_t q = texels.size(0), NB = texels.size(2), d = texels.size(3), M = uv.size(0), nb = alpha.size(1);
+  TORCH_CHECK(texels.size(1) == q && nb <= NB && feats.size(1) == d && rows.size(0) == M && alpha.size(0) == M,
+              "texture_score: texels (q, q, NB, d), uv (M, 2), alpha (M, nb <= NB), feats (R, d), rows (M,)");
+  auto fopt = torch::TensorOptions().dtype(torch::kFloat);
+  torch::Tensor score = torch::empty({M}, fopt);
+  torch::Tensor guv = torch::zeros({with_grad ? M : 0, 2}, fopt), galpha = torch::zeros({with_grad ? M : 0, nb}, fopt);
+  const float *tex = texels.data_ptr<float>(), *uvp = uv.data_ptr<float>(), *ap = alpha.data_ptr<float>();
+  const float* fp = feats.data_ptr<float>();
+  const int64_t* rp = rows.data_ptr<int64_t>();
+  float *sp = score.data_ptr<float>(), *gup = guv.data_ptr<float>(), *gap = galpha.data_ptr<float>();
+  at::parallel_for(0, M, 256, [&](int64_t lo, int64_t hi) {
+    std::vector<float> tb(nb * d), vec(d), g(d);
+    for (int64_t m = lo; m < hi; ++m) {
+      const double u = uvp[m * 2], v = uvp[m * 2 + 1];
+      const double x = (u - std::floor(u)) * q - 0.5, x0 = std::floor(x), fx = x - x0;
+      const int64_t ca = (((int64_t)x0 % q) + q) % q, cb = (ca + 1) % q;
+      const double yr = (1.0 - v) * q - 0.5, y = std::min(std::max(yr, 0.0), double(q - 1));
+      const double y0 = std::floor(y), fy = y - y0;
+      const int64_t ra = (int64_t)y0, rb = std::min<int64_t>(ra + 1, q - 1);
+      const float* T[4] = {tex + (ra * q + ca) * NB * d, tex + (ra * q + cb) * NB * d, tex + (rb * q + ca) * NB * d,
+                           tex + (rb * q + cb) * NB * d};
+      const float w[4] = {float((1 - fx) * (1 - fy)), float(fx * (1 - fy)), float((1 - fx) * fy), float(fx * fy)};
+      const float* a = ap + m * nb;
+      const float* f = fp + rp[m] * d;
+      std::fill(vec.begin(), vec.end(), 0.f);
+      for (int64_t b = 0; b < nb; ++b) {
+        float* t = &tb[b * d];
+        const int64_t o = b * d;
+        for (int64_t k = 0; k < d; ++k) t[k] = w[0] * T[0][o + k] + w[1] * T[1][o + k] + w[2] * T[2][o + k] + w[3] * T[3][o + k];
+        for (int64_t k = 0; k < d; ++k) vec[k] += a[b] * t[k];
+      }
+      float nsqf = 0, dotf = 0;
+#pragma omp simd reduction(+ : nsqf, dotf)
+      for (int64_t k = 0; k < d; ++k) { nsqf += vec[k] * vec[k]; dotf += vec[k] * f[k]; }
+      const double nsq = nsqf, dot = dotf;
+      const double n = std::sqrt(nsq), nn = std::max(n, 1e-12), s = dot / nn;
+      sp[m] = float(s);
+      if (!with_grad) continue;
+      // d s / d vec: (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
+      for (int64_t k = 0; k < d; ++k) g[k] = n > 1e-12 ? float((f[k] - s * vec[k] / n) / n) : float(f[k] / 1e-12);
+      double gw[4] = {0, 0, 0, 0};
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* t = &tb[b * d];
+        const int64_t o = b * d;
+        float ga = 0, g0 = 0, g1 = 0, g2 = 0, g3 = 0;
+#pragma omp simd reduction(+ : ga, g0, g1, g2, g3)
+        for (int64_t k = 0; k < d; ++k) {
+          ga += g[k] * t[k];
+          g0 += g[k] * T[0][o + k]; g1 += g[k] * T[1][o + k]; g2 += g[k] * T[2][o + k]; g3 += g[k] * T[3][o + k];
+        }
+        gap[m * nb + b] = float(ga);
+        gw[0] += a[b] * g0; gw[1] += a[b] * g1; gw[2] += a[b] * g2; gw[3] += a[b] * g3;
+      }
+      const double gfx = (1 - fy) * (gw[1] - gw[0]) + fy * (gw[3] - gw[2]);
+      const double gfy = (1 - fx) * (gw[2] - gw[0]) + fx * (gw[3] - gw[1]);
+      gup[m * 2] = float(q * gfx);
+      gup[m * 2 + 1] = (yr > 0 && yr < q - 1) ? float(-q * gfy) : 0.f;
+    }
+  });
+  return {score, guv, galpha};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
+  m.def("texture_score", &texture_score, "NTDM's blended neural-texture score at surface points and its gradient (CPU)");
   m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
 }

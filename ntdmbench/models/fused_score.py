@@ -4,7 +4,9 @@ A pose step in pure torch is ~150 small operations (rasterise, gather, barycentr
 autograd), and on a 32x84 feature map that overhead, not the arithmetic, is the cost. ``fused_score.cpp``
 projects the mesh, rasterises it (the torch backend's rules), interpolates the per-vertex similarity,
 evaluates NeMo's loss and its gradient to the extrinsics ``(R, t)`` in one pass per image; autograd only
-carries the 3x3 rotation back to the pose. CUDA tensors keep the batched torch path.
+carries the 3x3 rotation back to the pose. NTDM's step has the same problem in its texture: ``texture_score``
+blends the view-specific bins at each surface point and scores it against the image feature, gradient included,
+where torch would run ``grid_sample`` over all b x d channels. CUDA tensors keep the batched torch path.
 
 The extension is compiled on first use (``torch.utils.cpp_extension``, about a minute, cached under
 ``$TORCH_EXTENSIONS_DIR``); without a working compiler ``available()`` is False and callers fall back.
@@ -36,7 +38,7 @@ def _extension():
         log.setLevel(level)
 
     source = Path(__file__).with_name("fused_score.cpp")
-    return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3"], verbose=False)
+    return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3", "-fopenmp-simd"], verbose=False)
 
 
 @lru_cache(maxsize=1)
@@ -105,6 +107,30 @@ def render_score_loss(R: torch.Tensor, t: torch.Tensor, vertices: torch.Tensor, 
     clut = torch.empty(0) if clutter is None else clutter.reshape(B, h * w)
     return _RenderScoreLoss.apply(R, t, vertices, faces, principal, focal, similarity.reshape(B, V, h * w), clut,
                                   h, w)
+
+
+class _TextureScore(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, uv, alpha, texels, feature_rows, rows):
+        with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        score, grad_uv, grad_alpha = _extension().texture_score(texels, uv.detach(), alpha.detach(), feature_rows,
+                                                                rows, with_grad)
+        ctx.save_for_backward(grad_uv.to(uv.dtype), grad_alpha.to(alpha.dtype))
+        return score.to(uv.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_score):
+        grad_uv, grad_alpha = ctx.saved_tensors
+        return grad_uv * grad_score[:, None], grad_alpha * grad_score[:, None], None, None, None
+
+
+def texture_score(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, feature_rows: torch.Tensor,
+                  rows: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` NTDM object scores ``<normalize(sum_b alpha_b T_b(uv)), f>`` at M surface points: ``texels``
+    ``(q, q, NB, d)`` the texture texel-major, ``uv (M, 2)``, ``alpha (M, nb)`` over its first nb bins, and
+    ``f = feature_rows[rows]`` (rows of a ``(R, d)`` table, so a whole feature map is never gathered).
+    Differentiable in ``uv`` and ``alpha``; the texture and the features are constants."""
+    return _TextureScore.apply(uv, alpha, texels, feature_rows, rows)
 
 
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -33,21 +33,19 @@ from torch import nn
 
 from ntdmbench.models.camera import Camera, camera_position, position_to_angles
 from ntdmbench.models.render import rasterize
-from ntdmbench.models.render_compare import (
-    PoseOptimizer,
-    best_start,
-    compare_loss,
-    initial_poses,
-    object_score,
-)
+from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, initial_poses
 from ntdmbench.models.stages import stage
 from ntdmbench.models.threads import loop_threads
 from ntdmbench.ntdm.deformable import DeformableMesh
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
     SurfaceFragments,
+    feature_table,
     polar_uv,
+    covered_points,
     render_features,
+    surface_scores,
+    texture_scores,
 )
 
 LATENT_INITS = ("onehot", "average", "random")
@@ -77,6 +75,14 @@ class CategoryModel(nn.Module):
         # single_bin: the normal-aligned bin only (Table 3's "single alpha_b" on a many-bin model)
         features = render_features(self.texture, surface, self.rotations, self.alpha_temperature, 1 if single_bin else None)
         return features, surface
+
+    def score(self, vertices: torch.Tensor, camera: Camera, table: torch.Tensor, size: tuple[int, int],
+              single_bin: bool = False) -> tuple[torch.Tensor, SurfaceFragments]:
+        """Object scores ``(B, h, w)`` of the rendered features against image features ``table``
+        (``feature_table``), without rendering the features, and the fragments."""
+        surface = self.surface(vertices, camera, size)
+        return surface_scores(self.texture, surface, self.rotations, self.alpha_temperature, table,
+                              1 if single_bin else None), surface
 
 
 @dataclass
@@ -158,24 +164,55 @@ def initial_latents(mesh: DeformableMesh, settings: InferenceSettings) -> torch.
     return mesh.one_hot(torch.arange(mesh.n_shapes))
 
 
-def _render_starts(model: CategoryModel, pose: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
-                   focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings) -> torch.Tensor:
-    """Rendered features ``(N, d, h, w)`` of N (angles ``(N, 3)`` in radians, latent ``(N, K)``) starts at
-    the initial distance; ``principal`` (x, y) and ``focal`` in feature cells, ``size`` the map's (h, w)."""
+@dataclass
+class StartFragments:
+    """What the init search needs of N rendered starts, image-independent: for each of the M covered
+    pixels its start ``(M,)``, pixel ``r * w + c`` ``(M,)``, polar UV ``(M, 2)`` and view coefficients
+    ``(M, nb)``. A start's object scores against any image are then one ``texture_scores`` call."""
+
+    count: int
+    start: torch.Tensor
+    pixel: torch.Tensor
+    uv: torch.Tensor
+    alpha: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.start, self.pixel, self.uv, self.alpha))
+
+    def scores(self, texture: NeuralTexture, table: torch.Tensor, image: int, size: tuple[int, int]) -> torch.Tensor:
+        """``(N, h, w)`` object scores of the starts against image ``image`` of ``table`` (``feature_table``)."""
+        P = size[0] * size[1]
+        score = texture_scores(texture, self.uv, self.alpha, table, image * P + self.pixel)
+        return score.new_zeros(self.count * P).index_put_((self.start * P + self.pixel,), score).view(-1, *size)
+
+
+def _start_camera(pose: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor, dtype: torch.dtype,
+                  settings: InferenceSettings) -> Camera:
+    """Cameras of N starts: angles ``(N, 3)`` in radians at the initial distance, intrinsics in feature cells."""
     n = len(pose)
-    dtype = model.mesh.template.dtype
-    camera = Camera(pose[:, 0].to(dtype), pose[:, 1].to(dtype), pose[:, 2].to(dtype),
-                    torch.full((n,), settings.init_distance, dtype=dtype, device=pose.device), principal.expand(n, 2).to(dtype),
-                    focal.expand(n).to(dtype))
-    with torch.no_grad():
-        return model.render(model.mesh(latents), camera, size, settings.single_alpha)[0]
+    return Camera(pose[:, 0].to(dtype), pose[:, 1].to(dtype), pose[:, 2].to(dtype),
+                  torch.full((n,), settings.init_distance, dtype=dtype, device=pose.device),
+                  principal.expand(n, 2).to(dtype), focal.expand(n).to(dtype))
 
 
-def _start_maps(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
-                focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings,
-                chunk: slice) -> torch.Tensor:
-    """Rendered features of starts ``chunk`` of the (pose x latent) grid for one camera intrinsic, kept in
-    the model's least-recently-used cache within ``start_cache_mb``."""
+@torch.no_grad()
+def _render_starts(model: CategoryModel, pose: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
+                   focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings) -> StartFragments:
+    """The fragments of N (angles ``(N, 3)`` in radians, latent ``(N, K)``) starts at the initial distance;
+    ``principal`` (x, y) and ``focal`` in feature cells, ``size`` the map's (h, w)."""
+    camera = _start_camera(pose, principal, focal, model.mesh.template.dtype, settings)
+    surface = model.surface(model.mesh(latents), camera, size)
+    bins = 1 if settings.single_alpha else model.texture.n_bins
+    (n, r, c), uv, alpha = covered_points(surface, model.rotations[:bins], model.alpha_temperature)
+    return StartFragments(len(pose), n, r * size[1] + c, uv, alpha)
+
+
+def _start_fragments(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, principal: torch.Tensor,
+                     focal: torch.Tensor, size: tuple[int, int], settings: InferenceSettings,
+                     chunk: slice) -> StartFragments:
+    """Fragments of starts ``chunk`` of the (pose x latent) grid for one camera intrinsic, kept in the
+    model's least-recently-used cache within ``start_cache_mb``."""
     key = (size, tuple(principal.tolist()), float(focal), chunk.start, chunk.stop, latents.shape,
            dataclasses.astuple(settings))
     cache = model._starts
@@ -183,38 +220,40 @@ def _start_maps(model: CategoryModel, starts: torch.Tensor, latents: torch.Tenso
         cache.move_to_end(key)
         return cache[key]
     idx = torch.arange(chunk.start, chunk.stop, device=starts.device)
-    maps = _render_starts(model, starts[idx // len(latents)], latents[idx % len(latents)], principal, focal, size,
-                          settings)
+    frags = _render_starts(model, starts[idx // len(latents)], latents[idx % len(latents)], principal, focal, size,
+                           settings)
     budget = settings.start_cache_mb * 2 ** 20
-    if maps.numel() * maps.element_size() <= budget:
-        cache[key] = maps
-        while sum(m.numel() * m.element_size() for m in cache.values()) > budget:
+    if frags.nbytes <= budget:
+        cache[key] = frags
+        while sum(f.nbytes for f in cache.values()) > budget:
             cache.popitem(last=False)
-    return maps
+    return frags
 
 
 def _grid_search(model: CategoryModel, starts: torch.Tensor, latents: torch.Tensor, features: torch.Tensor,
                  clut: torch.Tensor | None, valid: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor,
                  settings: InferenceSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Index into the (pose x latent) grid and loss of each image's best start ``(B,)``; images sharing
-    intrinsics share the pre-rendered grid."""
+    intrinsics share the rendered grid."""
     total = len(starts) * len(latents)
     size = tuple(features.shape[-2:])
+    table = feature_table(features)
     best_idx = torch.zeros(len(features), dtype=torch.long, device=features.device)
     best_loss = torch.zeros(len(features), dtype=features.dtype, device=features.device)
     groups: dict[tuple, list[int]] = {}
     for i in range(len(features)):
         groups.setdefault((tuple(principal[i].tolist()), float(focal[i])), []).append(i)
     for rows in groups.values():
-        rows_t = torch.tensor(rows, device=features.device)
-        losses = []
+        losses = [[] for _ in rows]
         for s in range(0, total, settings.start_chunk):
-            maps = _start_maps(model, starts, latents, principal[rows[0]], focal[rows[0]], size, settings,
-                               slice(s, min(total, s + settings.start_chunk)))
-            _, chunk_losses = best_start(maps, features[rows_t], None if clut is None else clut[rows_t],
-                                         valid[rows_t], chunk=settings.start_chunk)
-            losses.append(chunk_losses)
-        best_loss[rows_t], best_idx[rows_t] = torch.cat(losses, 1).min(1)
+            frags = _start_fragments(model, starts, latents, principal[rows[0]], focal[rows[0]], size, settings,
+                                     slice(s, min(total, s + settings.start_chunk)))
+            with torch.no_grad():
+                for k, b in enumerate(rows):
+                    losses[k].append(compare_loss(frags.scores(model.texture, table, b, size), features[b:b + 1],
+                                                  None if clut is None else clut[b:b + 1], valid[b:b + 1]))
+        rows_t = torch.tensor(rows, device=features.device)
+        best_loss[rows_t], best_idx[rows_t] = torch.stack([torch.cat(row) for row in losses]).min(1)
     return best_idx, best_loss
 
 
@@ -235,12 +274,15 @@ def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tens
     idx, _ = _grid_search(model, starts, latents.mean(0, keepdim=True), features, clut, valid, principal, focal,
                           settings)
     B, L = len(features), len(latents)
-    maps = _render_starts(model, starts[idx].repeat_interleave(L, 0), latents.repeat(B, 1),
-                          principal.repeat_interleave(L, 0), focal.repeat_interleave(L, 0),
-                          tuple(features.shape[-2:]), settings)
-    score = compare_loss(maps, features.repeat_interleave(L, 0),
-                         None if clut is None else clut.repeat_interleave(L, 0), valid.repeat_interleave(L, 0))
-    loss, best = score.view(B, L).min(1)
+    camera = _start_camera(starts[idx].repeat_interleave(L, 0), principal.repeat_interleave(L, 0),
+                           focal.repeat_interleave(L, 0), model.mesh.template.dtype, settings)
+    with torch.no_grad():
+        score, _ = model.score(model.mesh(latents.repeat(B, 1)), camera,
+                               feature_table(features.repeat_interleave(L, 0)), tuple(features.shape[-2:]),
+                               settings.single_alpha)
+    loss = compare_loss(score, features.repeat_interleave(L, 0),
+                        None if clut is None else clut.repeat_interleave(L, 0), valid.repeat_interleave(L, 0))
+    loss, best = loss.view(B, L).min(1)
     return starts[idx], latents[best], loss
 
 
@@ -271,11 +313,13 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
         log_scale = torch.zeros(B, 3, dtype=dtype, device=features.device, requires_grad=True)
         params = [C, theta, log_scale] + ([] if settings.fix_shape else [z])
 
+        table = feature_table(features)
+
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)
             camera = Camera(a, e, theta, d, principal.to(dtype), focal.to(dtype))
-            rendered, _ = model.render(model.mesh(z, log_scale.exp()), camera, size, settings.single_alpha)
-            return compare_loss(rendered, features, clut, valid)
+            score, _ = model.score(model.mesh(z, log_scale.exp()), camera, table, size, settings.single_alpha)
+            return compare_loss(score, features, clut, valid)
 
         if settings.steps:
             opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
@@ -314,10 +358,10 @@ def masks(model: CategoryModel, fit: Fit, features: torch.Tensor, clut: torch.Te
     """
     vertices = model.mesh(fit.latent, fit.scale)
     size = tuple(features.shape[-2:])
-    rendered, surface = model.render(vertices, fit.camera(principal, focal), size, single_bin)
+    score, surface = model.score(vertices, fit.camera(principal, focal), feature_table(features), size, single_bin)
     fg = surface.mask
     if clut is not None:
-        fg = fg & (object_score(rendered, features) > clut)
+        fg = fg & (score > clut)
     H = max(h for h, _ in image_sizes)
     W = max(w for _, w in image_sizes)
     full = fit.camera(principal * stride, focal * stride)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ntdmbench.models import meshes
+from ntdmbench.models import fused_score, meshes
 from ntdmbench.models.camera import Camera, camera_position
 from ntdmbench.models.render import interpolate, rasterize
 
@@ -104,18 +104,26 @@ class NeuralTexture(nn.Module):
             raise ValueError(f"texture size q must be >= 2, got {size}")
         maps = torch.randn(n_bins, feature_dim, size, size, generator=generator)
         self.register_buffer("maps", F.normalize(maps, dim=1))
-        self._padded: tuple[tuple, torch.Tensor] | None = None
+        self._layouts: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     @property
     def n_bins(self) -> int:
         return self.maps.shape[0]
 
-    def _wrapped(self) -> torch.Tensor:
+    def _layout(self, name: str, make) -> torch.Tensor:
+        """``make(maps)``, kept until the maps change (momentum updates, loading, moving)."""
         key = (self.maps.data_ptr(), self.maps._version, self.maps.device, self.maps.dtype)
-        if self._padded is None or self._padded[0] != key:
-            m = self.maps
-            self._padded = (key, torch.cat([m[..., -1:], m, m[..., :1]], -1).flatten(0, 1)[None].contiguous())
-        return self._padded[1]
+        if name not in self._layouts or self._layouts[name][0] != key:
+            self._layouts[name] = (key, make(self.maps))
+        return self._layouts[name][1]
+
+    def _wrapped(self) -> torch.Tensor:
+        return self._layout("wrapped", lambda m: torch.cat([m[..., -1:], m, m[..., :1]], -1).flatten(0, 1)[None]
+                            .contiguous())
+
+    def texels(self) -> torch.Tensor:
+        """``(q, q, b, d)``: the maps texel-major, the layout of ``fused_score.texture_score``."""
+        return self._layout("texels", lambda m: m.permute(2, 3, 0, 1).contiguous())
 
     def lookup(self, uv: torch.Tensor, bins: int | None = None) -> torch.Tensor:
         """``(N, b, d)``: bilinear texture values at UV points ``(N, 2)``, periodic in u; differentiable in
@@ -172,6 +180,43 @@ class SurfaceFragments:
         centre = camera_position(camera.azimuth, camera.elevation, camera.distance).to(vertices.dtype)
         self.to_camera = F.normalize(centre[:, None, None, :] - per_pixel[..., 3:], dim=-1)
         self.template_point = interpolate(frags, faces, template).permute(0, 2, 3, 1)
+
+
+def feature_table(features: torch.Tensor) -> torch.Tensor:
+    """``(B * h * w, d)``: feature maps ``(B, d, h, w)`` as rows, pixel ``(b, r, c)`` at row ``(b * h + r) * w + c``."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
+def texture_scores(texture: NeuralTexture, uv: torch.Tensor, alpha: torch.Tensor, table: torch.Tensor,
+                   rows: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` object scores of M surface points: ``<blend(theta(uv), alpha), f>`` with ``f = table[rows]``
+    (``feature_table``), ``alpha (M, nb)`` over the first nb bins; differentiable in ``uv`` and ``alpha``.
+
+    The same number as rendering the features (``render_features``) and dotting them with the image's,
+    without the ``(M, b, d)`` intermediate: on CPU one fused kernel (``fused_score.texture_score``).
+    """
+    if fused_score.available(uv.device):
+        return fused_score.texture_score(texture.texels(), uv, alpha, table, rows)
+    return (blend(texture.lookup(uv, alpha.shape[-1]), alpha) * table[rows]).sum(-1)
+
+
+def surface_scores(texture: NeuralTexture, surface: SurfaceFragments, rotations: torch.Tensor, temperature: float,
+                   table: torch.Tensor, bins: int | None = None) -> torch.Tensor:
+    """``(B, h, w)`` object scores of the rendered features against the image features ``table``
+    (``feature_table`` of ``(B, d, h, w)`` maps): ``object_score(render_features(...), features)``, zero off the mesh."""
+    covered, uv, alpha = covered_points(surface, rotations[:texture.n_bins if bins is None else bins], temperature)
+    _, h, w = surface.mask.shape
+    score = texture_scores(texture, uv, alpha, table, (covered[0] * h + covered[1]) * w + covered[2])
+    return score.new_zeros(surface.mask.shape).index_put(covered, score)
+
+
+def covered_points(surface: SurfaceFragments, rotations: torch.Tensor, temperature: float
+                   ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+    """A surface's covered pixels ``(b, r, c)``, with their polar UV ``(M, 2)`` and view coefficients
+    ``(M, len(rotations))``: all that its rendered features depend on besides the texture."""
+    covered = surface.mask.nonzero(as_tuple=True)
+    alpha = view_coefficients(surface.normals[covered], surface.to_camera[covered], rotations, temperature)
+    return covered, surface.uv[covered], alpha
 
 
 def render_features(texture: NeuralTexture, surface: SurfaceFragments, rotations: torch.Tensor,

@@ -13,8 +13,10 @@ from ntdmbench.ntdm.textures import (
     NeuralTexture,
     SurfaceFragments,
     bin_rotations,
+    feature_table,
     polar_uv,
     render_features,
+    surface_scores,
     sphere_uv,
     view_coefficients,
 )
@@ -87,3 +89,19 @@ def test_momentum_update_moves_touched_texels_only():
         texture.momentum_update(uv, alpha, target, momentum=0.9)
     assert float(texture.lookup(uv)[0, 0] @ target[0]) > 0.99
     torch.testing.assert_close(texture.maps.norm(dim=1), torch.ones(2, 8, 8))
+
+
+@pytest.mark.parametrize("fused", ["1", "0"])
+def test_surface_scores_equal_the_rendered_features_dotted_with_the_image(fused, monkeypatch):
+    monkeypatch.setenv("NTDMBENCH_FUSED", fused)
+    v, f = icosphere(2).torch()
+    face_uvs, uvs = polar_uv(v, f)
+    gen = torch.Generator().manual_seed(1)
+    texture = NeuralTexture(7, 8, 16, gen)
+    camera = Camera.create(0.5, 0.3, 0.1, 5.0, (12.0, 8.0), 1.0, 100.0).to(torch.float32)
+    surface = SurfaceFragments(v * 0.4, f, face_uvs, uvs, v, camera, (16, 24))
+    features = torch.nn.functional.normalize(torch.randn(1, 8, 16, 24, generator=gen), dim=1)
+    for bins in (None, 1):
+        rendered = render_features(texture, surface, bin_rotations(7), 5.0, bins)
+        scores = surface_scores(texture, surface, bin_rotations(7), 5.0, feature_table(features), bins)
+        torch.testing.assert_close(scores, (rendered * features).sum(1), atol=1e-5, rtol=0)
