@@ -249,6 +249,83 @@ std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta,
 // clamped in v: NeuralTexture.lookup's rules), f row rows[m] of feats. With with_grad, also ds/duv (M, 2) and
 // ds/dalpha (M, nb), as autograd would give through grid_sample (zero v-gradient where v is clamped).
 // texels (q, q, NB, d) texel-major; alpha (M, nb) with nb <= NB uses the first nb bins.
+struct Texture {
+  const float* tex;  // (q, q, NB, d)
+  int64_t q, NB, d;
+};
+
+struct Scratch {
+  std::vector<float> tb, vec, g;
+  Scratch(int64_t nb, int64_t d) : tb(nb * d), vec(d), g(d) {}
+};
+
+// One point's score; with grad (non-null guv) also ds/duv (2) and ds/dalpha (nb).
+static inline __attribute__((always_inline)) float blend_score(const Texture& X, double u, double v, const float* a,
+                                                               int64_t nb, const float* f, float* guv, float* galpha,
+                                                               Scratch& S) {
+  const int64_t q = X.q, NB = X.NB, d = X.d;
+  const double x = (u - std::floor(u)) * q - 0.5, x0 = std::floor(x), fx = x - x0;
+  const int64_t ca = (((int64_t)x0 % q) + q) % q, cb = (ca + 1) % q;
+  const double yr = (1.0 - v) * q - 0.5, y = std::min(std::max(yr, 0.0), double(q - 1));
+  const double y0 = std::floor(y), fy = y - y0;
+  const int64_t ra = (int64_t)y0, rb = std::min<int64_t>(ra + 1, q - 1);
+  const float* T[4] = {X.tex + (ra * q + ca) * NB * d, X.tex + (ra * q + cb) * NB * d,
+                       X.tex + (rb * q + ca) * NB * d, X.tex + (rb * q + cb) * NB * d};
+  const float w[4] = {float((1 - fx) * (1 - fy)), float(fx * (1 - fy)), float((1 - fx) * fy), float(fx * fy)};
+  float *tb = S.tb.data(), *vec = S.vec.data(), *g = S.g.data();
+  std::fill(vec, vec + d, 0.f);
+  for (int64_t b = 0; b < nb; ++b) {
+    float* t = tb + b * d;
+    const int64_t o = b * d;
+    for (int64_t k = 0; k < d; ++k) t[k] = w[0] * T[0][o + k] + w[1] * T[1][o + k] + w[2] * T[2][o + k] + w[3] * T[3][o + k];
+    for (int64_t k = 0; k < d; ++k) vec[k] += a[b] * t[k];
+  }
+  float nsqf = 0, dotf = 0;
+#pragma omp simd reduction(+ : nsqf, dotf)
+  for (int64_t k = 0; k < d; ++k) { nsqf += vec[k] * vec[k]; dotf += vec[k] * f[k]; }
+  const double n = std::sqrt(double(nsqf)), s = dotf / std::max(n, 1e-12);
+  if (guv == nullptr) return float(s);
+  // d s / d vec: (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
+  for (int64_t k = 0; k < d; ++k) g[k] = n > 1e-12 ? float((f[k] - s * vec[k] / n) / n) : float(f[k] / 1e-12);
+  double gw[4] = {0, 0, 0, 0};
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* t = tb + b * d;
+    const int64_t o = b * d;
+    float ga = 0, g0 = 0, g1 = 0, g2 = 0, g3 = 0;
+#pragma omp simd reduction(+ : ga, g0, g1, g2, g3)
+    for (int64_t k = 0; k < d; ++k) {
+      ga += g[k] * t[k];
+      g0 += g[k] * T[0][o + k]; g1 += g[k] * T[1][o + k]; g2 += g[k] * T[2][o + k]; g3 += g[k] * T[3][o + k];
+    }
+    galpha[b] = ga;
+    gw[0] += a[b] * g0; gw[1] += a[b] * g1; gw[2] += a[b] * g2; gw[3] += a[b] * g3;
+  }
+  const double gfx = (1 - fy) * (gw[1] - gw[0]) + fy * (gw[3] - gw[2]);
+  const double gfy = (1 - fx) * (gw[2] - gw[0]) + fx * (gw[3] - gw[1]);
+  guv[0] = float(q * gfx);
+  guv[1] = (yr > 0 && yr < q - 1) ? float(-q * gfy) : 0.f;
+  return float(s);
+}
+
+struct TextureScoreArgs {
+  Texture X;
+  const float *uv, *alpha, *feats;
+  const int64_t* rows;
+  int64_t nb;
+  bool with_grad;
+  float *score, *guv, *galpha;
+};
+
+// Points [lo, hi); compiled for AVX-512, AVX2 and baseline x86-64, the best one picked at load time (the
+// 128-wide float loops are most of NTDM's step).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void texture_score_range(const TextureScoreArgs& A, int64_t lo, int64_t hi) {
+  Scratch S(A.nb, A.X.d);
+  for (int64_t m = lo; m < hi; ++m)
+    A.score[m] = blend_score(A.X, A.uv[m * 2], A.uv[m * 2 + 1], A.alpha + m * A.nb, A.nb, A.feats + A.rows[m] * A.X.d,
+                             A.with_grad ? A.guv + m * 2 : nullptr, A.galpha + m * A.nb, S);
+}
+
 std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv, torch::Tensor alpha,
                                          torch::Tensor feats, torch::Tensor rows, bool with_grad) {
   texels = texels.to(torch::kFloat).contiguous();
@@ -262,65 +339,203 @@ std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv,
   auto fopt = torch::TensorOptions().dtype(torch::kFloat);
   torch::Tensor score = torch::empty({M}, fopt);
   torch::Tensor guv = torch::zeros({with_grad ? M : 0, 2}, fopt), galpha = torch::zeros({with_grad ? M : 0, nb}, fopt);
-  const float *tex = texels.data_ptr<float>(), *uvp = uv.data_ptr<float>(), *ap = alpha.data_ptr<float>();
-  const float* fp = feats.data_ptr<float>();
-  const int64_t* rp = rows.data_ptr<int64_t>();
-  float *sp = score.data_ptr<float>(), *gup = guv.data_ptr<float>(), *gap = galpha.data_ptr<float>();
-  at::parallel_for(0, M, 256, [&](int64_t lo, int64_t hi) {
-    std::vector<float> tb(nb * d), vec(d), g(d);
-    for (int64_t m = lo; m < hi; ++m) {
-      const double u = uvp[m * 2], v = uvp[m * 2 + 1];
-      const double x = (u - std::floor(u)) * q - 0.5, x0 = std::floor(x), fx = x - x0;
-      const int64_t ca = (((int64_t)x0 % q) + q) % q, cb = (ca + 1) % q;
-      const double yr = (1.0 - v) * q - 0.5, y = std::min(std::max(yr, 0.0), double(q - 1));
-      const double y0 = std::floor(y), fy = y - y0;
-      const int64_t ra = (int64_t)y0, rb = std::min<int64_t>(ra + 1, q - 1);
-      const float* T[4] = {tex + (ra * q + ca) * NB * d, tex + (ra * q + cb) * NB * d, tex + (rb * q + ca) * NB * d,
-                           tex + (rb * q + cb) * NB * d};
-      const float w[4] = {float((1 - fx) * (1 - fy)), float(fx * (1 - fy)), float((1 - fx) * fy), float(fx * fy)};
-      const float* a = ap + m * nb;
-      const float* f = fp + rp[m] * d;
-      std::fill(vec.begin(), vec.end(), 0.f);
-      for (int64_t b = 0; b < nb; ++b) {
-        float* t = &tb[b * d];
-        const int64_t o = b * d;
-        for (int64_t k = 0; k < d; ++k) t[k] = w[0] * T[0][o + k] + w[1] * T[1][o + k] + w[2] * T[2][o + k] + w[3] * T[3][o + k];
-        for (int64_t k = 0; k < d; ++k) vec[k] += a[b] * t[k];
-      }
-      float nsqf = 0, dotf = 0;
-#pragma omp simd reduction(+ : nsqf, dotf)
-      for (int64_t k = 0; k < d; ++k) { nsqf += vec[k] * vec[k]; dotf += vec[k] * f[k]; }
-      const double nsq = nsqf, dot = dotf;
-      const double n = std::sqrt(nsq), nn = std::max(n, 1e-12), s = dot / nn;
-      sp[m] = float(s);
-      if (!with_grad) continue;
-      // d s / d vec: (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
-      for (int64_t k = 0; k < d; ++k) g[k] = n > 1e-12 ? float((f[k] - s * vec[k] / n) / n) : float(f[k] / 1e-12);
-      double gw[4] = {0, 0, 0, 0};
-      for (int64_t b = 0; b < nb; ++b) {
-        const float* t = &tb[b * d];
-        const int64_t o = b * d;
-        float ga = 0, g0 = 0, g1 = 0, g2 = 0, g3 = 0;
-#pragma omp simd reduction(+ : ga, g0, g1, g2, g3)
-        for (int64_t k = 0; k < d; ++k) {
-          ga += g[k] * t[k];
-          g0 += g[k] * T[0][o + k]; g1 += g[k] * T[1][o + k]; g2 += g[k] * T[2][o + k]; g3 += g[k] * T[3][o + k];
-        }
-        gap[m * nb + b] = float(ga);
-        gw[0] += a[b] * g0; gw[1] += a[b] * g1; gw[2] += a[b] * g2; gw[3] += a[b] * g3;
-      }
-      const double gfx = (1 - fy) * (gw[1] - gw[0]) + fy * (gw[3] - gw[2]);
-      const double gfy = (1 - fx) * (gw[2] - gw[0]) + fx * (gw[3] - gw[1]);
-      gup[m * 2] = float(q * gfx);
-      gup[m * 2 + 1] = (yr > 0 && yr < q - 1) ? float(-q * gfy) : 0.f;
-    }
-  });
+  const TextureScoreArgs args{{texels.data_ptr<float>(), q, NB, d}, uv.data_ptr<float>(), alpha.data_ptr<float>(),
+                              feats.data_ptr<float>(), rows.data_ptr<int64_t>(), nb, with_grad,
+                              score.data_ptr<float>(), guv.data_ptr<float>(), galpha.data_ptr<float>()};
+  at::parallel_for(0, M, 256, [&](int64_t lo, int64_t hi) { texture_score_range(args, lo, hi); });
   return {score, guv, galpha};
+}
+
+// NTDM's render-and-compare loss of N deformed meshes sharing faces and corner UVs, and its gradient: per item n,
+// rasterise screen[n] (the winner search in the screen dtype, as render.py's torch backend), interpolate vertex
+// normals and positions vattr[n] (V, 6) and the corner UVs (F, 3, 2) with perspective-correct barycentrics, then as
+// textures.py: n = normalize(normal), d = normalize(centre[n] - position), alpha = softmax_b(T (R_b n) . d),
+// s = blend_score(texture of model item_model[n]), and render_compare.loss_fg_bg (loss_fg_only without clutter)
+// over the valid pixels. Returns loss (N,), and with with_grad d loss / d screen, vattr, centre.
+struct SurfaceArgs {
+  const int64_t* faces;
+  const double* cuv;  // (F, 3, 2)
+  const double* rot;  // (nb, 3, 3)
+  double temperature;
+  int64_t V, F, H, W, nb;
+  std::vector<Texture> textures;
+  const int64_t *item_model, *image;
+  const float *feats, *clut, *valid;
+  bool with_grad;
+};
+
+template <typename T>
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const double* vattr, const double* centre,
+                         double* loss, double* gscr, double* gvattr, double* gcentre) {
+  const int64_t V = A.V, H = A.H, W = A.W, P = H * W, nb = A.nb;
+  const Texture& X = A.textures[A.item_model[n]];
+  const int64_t d = X.d;
+  std::vector<int64_t> win(P, -1);
+  winners<T>(screen, A.faces, 1, V, A.F, H, W, win.data());
+  std::vector<double> scr(V * 3);
+  for (int64_t i = 0; i < V * 3; ++i) scr[i] = screen[i];
+  const float* clut = A.clut ? A.clut + n * P : nullptr;
+  const float* valid = A.valid + n * P;
+  const float* frows = A.feats + A.image[n] * P * d;
+  double nv = 0, acc = 0;
+  for (int64_t p = 0; p < P; ++p) nv += valid[p];
+  nv = std::max(nv, 1.0);
+  Scratch S(nb, d);
+  std::vector<float> alpha(nb), galpha(nb);
+  for (int64_t pix = 0; pix < P; ++pix) {
+    const int64_t fi = win[pix];
+    const double cl = clut ? clut[pix] : 0.0;
+    if (fi < 0) {  // off the mesh the rendered feature is zero: score 0
+      acc += valid[pix] * (clut ? std::max(0.0, cl) - cl : 0.0);
+      continue;
+    }
+    const int64_t* vi = A.faces + fi * 3;
+    const double* q[3];
+    const double x = pix % W + 0.5, y = pix / W + 0.5;
+    double w[3], u[3], bary[3], Sum = 0, Ar = 0;
+    for (int k = 0; k < 3; ++k) q[k] = &scr[vi[k] * 3];
+    for (int m = 0; m < 3; ++m) {
+      const double *a = q[(m + 1) % 3], *c = q[(m + 2) % 3];
+      w[m] = (a[0] - x) * (c[1] - y) - (a[1] - y) * (c[0] - x);
+      Ar += w[m];
+    }
+    for (int k = 0; k < 3; ++k) { w[k] /= Ar; u[k] = w[k] / q[k][2]; Sum += u[k]; }
+    double attr[6] = {0, 0, 0, 0, 0, 0}, uv[2] = {0, 0};
+    for (int k = 0; k < 3; ++k) {
+      bary[k] = u[k] / Sum;
+      for (int i = 0; i < 6; ++i) attr[i] += bary[k] * vattr[vi[k] * 6 + i];
+      for (int i = 0; i < 2; ++i) uv[i] += bary[k] * A.cuv[(fi * 3 + k) * 2 + i];
+    }
+    const double nl = std::sqrt(attr[0] * attr[0] + attr[1] * attr[1] + attr[2] * attr[2]), nln = std::max(nl, 1e-12);
+    double dv[3];
+    for (int i = 0; i < 3; ++i) dv[i] = centre[i] - attr[3 + i];
+    const double dl = std::sqrt(dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]), dln = std::max(dl, 1e-12);
+    double nh[3], dh[3], Rn[7][3], Rtd[7][3], logit_max = -std::numeric_limits<double>::infinity();
+    std::vector<double> logit(nb);
+    for (int i = 0; i < 3; ++i) { nh[i] = attr[i] / nln; dh[i] = dv[i] / dln; }
+    for (int64_t b = 0; b < nb; ++b) {
+      const double* R = A.rot + b * 9;
+      double l = 0;
+      for (int i = 0; i < 3; ++i) {
+        Rn[b][i] = R[i * 3] * nh[0] + R[i * 3 + 1] * nh[1] + R[i * 3 + 2] * nh[2];
+        Rtd[b][i] = R[i] * dh[0] + R[3 + i] * dh[1] + R[6 + i] * dh[2];
+        l += Rn[b][i] * dh[i];
+      }
+      logit[b] = A.temperature * l;
+      logit_max = std::max(logit_max, logit[b]);
+    }
+    double esum = 0;
+    for (int64_t b = 0; b < nb; ++b) { logit[b] = std::exp(logit[b] - logit_max); esum += logit[b]; }
+    for (int64_t b = 0; b < nb; ++b) alpha[b] = float(logit[b] / esum);
+    float guv[2];
+    const bool grad = A.with_grad;
+    const float s = blend_score(X, uv[0], uv[1], alpha.data(), nb, frows + pix * d, grad ? guv : nullptr,
+                                galpha.data(), S);
+    double G;  // d loss / d s
+    if (clut) {
+      acc += valid[pix] * (std::max(double(s), cl) - cl);
+      G = -valid[pix] / nv * (s > cl ? 1.0 : (s == cl ? 0.5 : 0.0));
+    } else {
+      acc += valid[pix] * s;
+      G = -valid[pix] / nv;
+    }
+    if (!grad || G == 0) continue;
+    // softmax, then T (R_b n) . d, then the two normalisations
+    double ga_mean = 0, gn[3] = {0, 0, 0}, gd[3] = {0, 0, 0};
+    for (int64_t b = 0; b < nb; ++b) ga_mean += alpha[b] * (G * galpha[b]);
+    for (int64_t b = 0; b < nb; ++b) {
+      const double gl = A.temperature * alpha[b] * (G * galpha[b] - ga_mean);
+      for (int i = 0; i < 3; ++i) { gn[i] += gl * Rtd[b][i]; gd[i] += gl * Rn[b][i]; }
+    }
+    double ga6[6], gnd = 0, gdd = 0;  // d loss / d (interpolated normal, position)
+    for (int i = 0; i < 3; ++i) { gnd += nh[i] * gn[i]; gdd += dh[i] * gd[i]; }
+    for (int i = 0; i < 3; ++i) {
+      ga6[i] = nl > 1e-12 ? (gn[i] - nh[i] * gnd) / nl : gn[i] / 1e-12;
+      const double gdv = dl > 1e-12 ? (gd[i] - dh[i] * gdd) / dl : gd[i] / 1e-12;
+      gcentre[i] += gdv;
+      ga6[3 + i] = -gdv;
+    }
+    double gbary[3];
+    for (int k = 0; k < 3; ++k) {
+      gbary[k] = G * (guv[0] * A.cuv[(fi * 3 + k) * 2] + guv[1] * A.cuv[(fi * 3 + k) * 2 + 1]);
+      for (int i = 0; i < 6; ++i) {
+        gbary[k] += ga6[i] * vattr[vi[k] * 6 + i];
+        gvattr[vi[k] * 6 + i] += bary[k] * ga6[i];
+      }
+    }
+    // barycentrics -> screen vertices, as render_score_loss
+    double gb = 0, gu[3], gw[3], gws = 0;
+    for (int k = 0; k < 3; ++k) gb += gbary[k] * bary[k];
+    for (int k = 0; k < 3; ++k) {
+      gu[k] = (gbary[k] - gb) / Sum;
+      gscr[vi[k] * 3 + 2] -= gu[k] * w[k] / (q[k][2] * q[k][2]);
+      gw[k] = gu[k] / q[k][2];
+      gws += gw[k] * w[k];
+    }
+    for (int m = 0; m < 3; ++m) {
+      const double gE = (gw[m] - gws) / Ar;
+      const int j = (m + 1) % 3, k = (m + 2) % 3;
+      const double *a = q[j], *c = q[k];
+      gscr[vi[j] * 3] += gE * (c[1] - y);
+      gscr[vi[k] * 3 + 1] += gE * (a[0] - x);
+      gscr[vi[j] * 3 + 1] -= gE * (c[0] - x);
+      gscr[vi[k] * 3] -= gE * (a[1] - y);
+    }
+  }
+  *loss = 1.0 - acc / nv;
+}
+
+std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vattr, torch::Tensor centre,
+                                        torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
+                                        double temperature, std::vector<torch::Tensor> texels, torch::Tensor item_model,
+                                        torch::Tensor feats, torch::Tensor image, torch::Tensor clut, torch::Tensor valid,
+                                        int64_t H, int64_t W, bool with_grad) {
+  screen = screen.contiguous();
+  vattr = vattr.to(torch::kDouble).contiguous();
+  centre = centre.to(torch::kDouble).contiguous();
+  faces = faces.to(torch::kLong).contiguous();
+  corner_uv = corner_uv.to(torch::kDouble).contiguous();
+  rotations = rotations.to(torch::kDouble).contiguous();
+  for (auto& t : texels) t = t.to(torch::kFloat).contiguous();
+  item_model = item_model.to(torch::kLong).contiguous();
+  feats = feats.to(torch::kFloat).contiguous();
+  image = image.to(torch::kLong).contiguous();
+  const bool use_clutter = clut.numel() > 0;
+  if (use_clutter) clut = clut.to(torch::kFloat).contiguous();
+  valid = valid.to(torch::kFloat).contiguous();
+  const int64_t N = screen.size(0), V = screen.size(1), F = faces.size(0), nb = rotations.size(0);
+  TORCH_CHECK(nb <= 7, "surface_loss: at most 7 bins");
+  TORCH_CHECK(vattr.size(0) == N && vattr.size(1) == V && vattr.size(2) == 6 && corner_uv.size(0) == F,
+              "surface_loss: screen (N, V, 3), vattr (N, V, 6), corner_uv (F, 3, 2)");
+  SurfaceArgs A{faces.data_ptr<int64_t>(), corner_uv.data_ptr<double>(), rotations.data_ptr<double>(), temperature,
+                V, F, H, W, nb, {}, item_model.data_ptr<int64_t>(), image.data_ptr<int64_t>(),
+                feats.data_ptr<float>(), use_clutter ? clut.data_ptr<float>() : nullptr, valid.data_ptr<float>(),
+                with_grad};
+  for (auto& t : texels) {
+    TORCH_CHECK(t.size(2) >= nb && t.size(3) == feats.size(1), "surface_loss: texels (q, q, NB >= nb, d)");
+    A.textures.push_back({t.data_ptr<float>(), t.size(0), t.size(2), t.size(3)});
+  }
+  auto dopt = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor loss = torch::zeros({N}, dopt), gscr = torch::zeros({N, V, 3}, dopt), gattr = torch::zeros({N, V, 6}, dopt),
+                gcentre = torch::zeros({N, 3}, dopt);
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "surface_loss", [&] {
+    const scalar_t* sp = screen.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t n = lo; n < hi; ++n)
+        surface_item<scalar_t>(A, n, sp + n * V * 3, vattr.data_ptr<double>() + n * V * 6,
+                               centre.data_ptr<double>() + n * 3, loss.data_ptr<double>() + n,
+                               gscr.data_ptr<double>() + n * V * 3, gattr.data_ptr<double>() + n * V * 6,
+                               gcentre.data_ptr<double>() + n * 3);
+    });
+  });
+  return {loss, gscr, gattr, gcentre};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
+  m.def("surface_loss", &surface_loss, "NTDM's render-and-compare loss of deformed meshes and its gradient (CPU)");
   m.def("texture_score", &texture_score, "NTDM's blended neural-texture score at surface points and its gradient (CPU)");
   m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
 }

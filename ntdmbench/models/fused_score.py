@@ -133,6 +133,43 @@ def texture_score(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, f
     return _TextureScore.apply(uv, alpha, texels, feature_rows, rows)
 
 
+class _SurfaceLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, screen, vertex_attributes, centre, arguments):
+        with_grad = any(ctx.needs_input_grad[:3])
+        loss, *grads = _extension().surface_loss(screen.detach(), vertex_attributes.detach(), centre.detach(),
+                                                 *arguments, with_grad)
+        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (screen, vertex_attributes, centre))))
+        return loss.to(screen.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        g = grad_loss[:, None, None]
+        grad_screen, grad_attributes, grad_centre = ctx.saved_tensors
+        return grad_screen * g, grad_attributes * g, grad_centre * grad_loss[:, None], None
+
+
+def surface_loss(screen: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor, centre: torch.Tensor,
+                 faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor, temperature: float,
+                 texels: list[torch.Tensor], item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor,
+                 clutter: torch.Tensor | None, valid: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` NTDM render-and-compare losses of N deformed meshes (``loss_fg_bg``, or ``loss_fg_only`` when
+    ``clutter`` is None), the whole chain of ``textures.surface_scores`` + ``compare_loss`` in one pass per mesh.
+
+    ``screen (N, V, 3)`` is ``Camera.transform`` of the meshes, ``normals`` and ``vertices (N, V, 3)`` their unit
+    vertex normals and CAD-frame positions, ``centre (N, 3)`` the camera centres; ``faces (F, 3)`` and the
+    per-corner UVs ``corner_uv (F, 3, 2)`` are shared. Item n is textured by ``texels[item_model[n]]``
+    (``NeuralTexture.texels``, its first ``len(rotations)`` bins) and compared with image ``image[n]``:
+    ``feature_rows`` is ``feature_table`` of the ``(B, d, h, w)`` maps, ``clutter`` and ``valid`` are ``(N, h, w)``.
+    Differentiable in ``screen``, ``normals``, ``vertices`` and ``centre``.
+    """
+    N, h, w = valid.shape
+    clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
+    arguments = (faces, corner_uv, rotations, float(temperature), list(texels), item_model, feature_rows, image, clut,
+                 valid.reshape(N, h * w), h, w)
+    return _SurfaceLoss.apply(screen, torch.cat([normals, vertices], -1), centre, arguments)
+
+
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, h, w)`` nearest covering face per pixel (-1: none) of screen-space meshes ``(B, V, 3)``, with the
     torch backend's rules and arithmetic (``render._winning_faces``); no gradients."""

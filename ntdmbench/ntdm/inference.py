@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ntdmbench.models import fused_score, meshes
 from ntdmbench.models.camera import Camera, camera_position, position_to_angles
 from ntdmbench.models.render import rasterize
 from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, initial_poses
@@ -286,6 +287,36 @@ def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tens
     return starts[idx], latents[best], loss
 
 
+def reconstruction_loss(models: list[CategoryModel], vertices: torch.Tensor, camera: Camera, item_model: torch.Tensor,
+                        image: torch.Tensor, features: torch.Tensor, table: torch.Tensor, clut: torch.Tensor | None,
+                        valid: torch.Tensor, single_bin: bool = False) -> torch.Tensor:
+    """``(N,)`` eq. 9 losses of N deformed meshes ``(N, V, 3)`` under ``camera``: item n is rendered by
+    ``models[item_model[n]]`` and compared with image ``image[n]`` of ``features`` ``(B, d, h, w)`` (rows:
+    ``table``); ``clut`` and ``valid`` are per item ``(N, h, w)``. The models must share their template and bins.
+
+    On CPU the whole chain is one fused kernel (``fused_score.surface_loss``); else torch renders the
+    fragments, scores the covered pixels (``texture_scores``) and takes ``compare_loss``: the same number.
+    """
+    first = models[0]
+    size = tuple(features.shape[-2:])
+    rotations = first.rotations[:1 if single_bin else first.texture.n_bins]
+    if fused_score.available(vertices.device):
+        faces = first.mesh.faces
+        return fused_score.surface_loss(
+            camera.transform(vertices), meshes.vertex_normals(vertices, faces), vertices,
+            camera_position(camera.azimuth, camera.elevation, camera.distance), faces, first.uvs[first.face_uvs],
+            rotations, first.alpha_temperature, [m.texture.texels() for m in models], item_model, table, image, clut,
+            valid)
+    surface = first.surface(vertices, camera, size)
+    (item, r, c), uv, alpha = covered_points(surface, rotations, first.alpha_temperature)
+    table_rows = (image[item] * size[0] + r) * size[1] + c
+    per_model = torch.bincount(item_model[item], minlength=len(models)).tolist()
+    score = torch.cat([texture_scores(m.texture, u, al, table, tr) for m, u, al, tr in
+                       zip(models, uv.split(per_model), alpha.split(per_model), table_rows.split(per_model))])
+    score = score.new_zeros(surface.mask.shape).index_put((item, r, c), score)
+    return compare_loss(score, features[image], clut, valid)
+
+
 def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
                  principal: torch.Tensor, focal: torch.Tensor, settings: InferenceSettings,
                  start: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> Fit:
@@ -297,49 +328,85 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
     ``principal`` ``(B, 2)`` as (x, y) and ``focal`` ``(B,)`` in feature cells, i.e. crop pixels divided
     by the stride, so the renders line up with the feature map.
     """
-    size = tuple(features.shape[-2:])
-    dtype = features.dtype
-    if start is None:
-        with stage("init_search"):
-            start = search_starts(model, features, clut, valid, principal, focal, settings)
-    angles, z0, start_loss = start
-    with stage("optimisation"):
-        B = len(features)
-        centre = camera_position(angles[:, 0].to(dtype), angles[:, 1].to(dtype),
-                                 torch.full((B,), settings.init_distance, dtype=dtype, device=features.device))
-        C = centre.clone().requires_grad_(True)
-        theta = angles[:, 2].to(dtype).clone().requires_grad_(True)
-        z = z0.to(dtype).clone().requires_grad_(not settings.fix_shape)
-        log_scale = torch.zeros(B, 3, dtype=dtype, device=features.device, requires_grad=True)
-        params = [C, theta, log_scale] + ([] if settings.fix_shape else [z])
+    rows = torch.arange(len(features), device=features.device)
+    return fit_categories([model], features, clut, valid, principal, focal, settings, [rows], [start])[0]
 
+
+def _share_renderer(models: list[CategoryModel]) -> bool:
+    """Whether the models render alike (template, UVs, bins, temperature), so one batch renders them all."""
+    first = models[0]
+    return all(m.mesh.faces.shape == first.mesh.faces.shape and torch.equal(m.mesh.faces, first.mesh.faces)
+               and torch.equal(m.uvs, first.uvs) and torch.equal(m.rotations, first.rotations)
+               and m.alpha_temperature == first.alpha_temperature for m in models[1:])
+
+
+def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: torch.Tensor | None,
+                   valid: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor, settings: InferenceSettings,
+                   rows: list[torch.Tensor], starts: list[tuple | None]) -> list[Fit]:
+    """``fit_category`` for several category models, model j fitting images ``rows[j]`` from ``starts[j]``
+    (None: its own init search), inputs as ``fit_category``'s for all B images.
+
+    All (model, image) pairs are optimised in one loop: their losses are independent and Adam is
+    elementwise, so this is the same as one loop per model, but each step's rasterisation and
+    autograd run once for all the models (which share their template and bins; else one loop each).
+    """
+    if len(models) > 1 and not _share_renderer(models):
+        return [fit_categories([m], features, clut, valid, principal, focal, settings, [r], [st])[0]
+                for m, r, st in zip(models, rows, starts)]
+    dtype = features.dtype
+    starts = list(starts)
+    for j, (model, r) in enumerate(zip(models, rows)):
+        if starts[j] is None:
+            with stage("init_search"):
+                starts[j] = search_starts(model, features[r], None if clut is None else clut[r], valid[r],
+                                          principal[r], focal[r], settings)
+    with stage("optimisation"):
+        image = torch.cat(list(rows)).to(features.device)
+        counts = [len(r) for r in rows]
+        item_model = torch.repeat_interleave(torch.arange(len(models), device=features.device),
+                                             torch.tensor(counts, device=features.device))
+        angles = torch.cat([st[0] for st in starts]).to(dtype)
+        N = len(image)
+        centre = camera_position(angles[:, 0], angles[:, 1],
+                                 torch.full((N,), settings.init_distance, dtype=dtype, device=features.device))
+        C = centre.clone().requires_grad_(True)
+        theta = angles[:, 2].clone().requires_grad_(True)
+        zs = [st[1].to(dtype).clone().requires_grad_(not settings.fix_shape) for st in starts]
+        log_scale = torch.zeros(N, 3, dtype=dtype, device=features.device, requires_grad=True)
+        params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
         table = feature_table(features)
+        item_clut = None if clut is None else clut[image]
 
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)
-            camera = Camera(a, e, theta, d, principal.to(dtype), focal.to(dtype))
-            score, _ = model.score(model.mesh(z, log_scale.exp()), camera, table, size, settings.single_alpha)
-            return compare_loss(score, features, clut, valid)
+            camera = Camera(a, e, theta, d, principal[image].to(dtype), focal[image].to(dtype))
+            vertices = torch.cat([m.mesh(z, s) for m, z, s in zip(models, zs, log_scale.exp().split(counts))])
+            return reconstruction_loss(models, vertices, camera, item_model, image, features, table, item_clut,
+                                       valid[image], settings.single_alpha)
 
         if settings.steps:
             opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
                                 settings.pose_gamma)
             with loop_threads(features.device):
-                _optimise(loss_at, opt, z, log_scale, settings)
+                _optimise(loss_at, opt, zs, log_scale, settings)
         with torch.no_grad():
             final = loss_at()
             a, e, d = position_to_angles(C)
-    return Fit(a, e, theta.detach(), d, z.detach(), log_scale.detach().exp(), final, start_loss)
+    return [Fit(*fields, z.detach(), scale, loss, start[2]) for *fields, z, scale, loss, start in
+            zip(a.split(counts), e.split(counts), theta.detach().split(counts), d.split(counts), zs,
+                log_scale.detach().exp().split(counts), final.split(counts), starts)]
 
 
-def _optimise(loss_at, opt: PoseOptimizer, z: torch.Tensor, log_scale: torch.Tensor, settings: InferenceSettings) -> None:
-    """``settings.steps`` Adam steps on ``loss_at()``, keeping z on the simplex and s' within its range."""
+def _optimise(loss_at, opt: PoseOptimizer, zs: list[torch.Tensor], log_scale: torch.Tensor,
+              settings: InferenceSettings) -> None:
+    """``settings.steps`` Adam steps on ``loss_at()``, keeping each z on the simplex and s' within its range."""
     for _ in range(settings.steps):
         loss_at().sum().backward()
         opt.step()
         with torch.no_grad():
             if settings.latent_simplex and not settings.fix_shape:
-                z.copy_(project_simplex(z))
+                for z in zs:
+                    z.copy_(project_simplex(z))
             if settings.scale_range:
                 log_scale.clamp_(-math.log(settings.scale_range), math.log(settings.scale_range))
 

@@ -61,7 +61,7 @@ from ntdmbench.ntdm.deformable import DeformableMesh, fit_deformable, relative_f
 from ntdmbench.ntdm.inference import (
     CategoryModel,
     InferenceSettings,
-    fit_category,
+    fit_categories,
     masks,
     search_starts,
 )
@@ -302,15 +302,14 @@ class NTDMPredictor(BasePredictor):
             keep = start_losses.topk(self.class_topk, dim=1, largest=False).indices.tolist()
             rows_of = {c: [b for b in range(B) if j in keep[b]] for j, c in enumerate(names)}
         fits, losses = {}, torch.full((B, len(self.models)), math.inf)
-        for j, (c, model) in enumerate(self.models.items()):
-            rows = torch.tensor(rows_of[c], dtype=torch.long)
-            if len(rows) == 0:
-                continue
-            start = tuple(x[rows] for x in starts[c]) if c in starts else None
-            fit = fit_category(model, features[rows], None if clut is None else clut[rows], valid[rows],
-                               principal[rows], focal_t[rows], settings, start)
-            fits[c] = (rows, fit)
-            losses[rows, j] = fit.loss.cpu()
+        fitted = [c for c in names if rows_of[c]]
+        rows = {c: torch.tensor(rows_of[c], dtype=torch.long) for c in fitted}
+        results = fit_categories([self.models[c] for c in fitted], features, clut, valid, principal, focal_t,
+                                 settings, [rows[c] for c in fitted],
+                                 [tuple(x[rows[c]] for x in starts[c]) if c in starts else None for c in fitted])
+        for c, fit in zip(fitted, results):
+            fits[c] = (rows[c], fit)
+            losses[rows[c], names.index(c)] = fit.loss.cpu()
         predicted = [names[int(i)] for i in losses.argmin(1)]
         out = {}
         with stage("scoring"):
