@@ -286,7 +286,9 @@ static inline __attribute__((always_inline)) float blend_score(const Texture& X,
   const double n = std::sqrt(double(nsqf)), s = dotf / std::max(n, 1e-12);
   if (guv == nullptr) return float(s);
   // d s / d vec: (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
-  for (int64_t k = 0; k < d; ++k) g[k] = n > 1e-12 ? float((f[k] - s * vec[k] / n) / n) : float(f[k] / 1e-12);
+  const float inv = float(1.0 / std::max(n, 1e-12)), sn = n > 1e-12 ? float(s / n) : 0.f;
+#pragma omp simd
+  for (int64_t k = 0; k < d; ++k) g[k] = (f[k] - sn * vec[k]) * inv;
   double gw[4] = {0, 0, 0, 0};
   for (int64_t b = 0; b < nb; ++b) {
     const float* t = tb + b * d;
@@ -412,7 +414,7 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     for (int i = 0; i < 3; ++i) dv[i] = centre[i] - attr[3 + i];
     const double dl = std::sqrt(dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]), dln = std::max(dl, 1e-12);
     double nh[3], dh[3], Rn[7][3], Rtd[7][3], logit_max = -std::numeric_limits<double>::infinity();
-    std::vector<double> logit(nb);
+    double logit[7];
     for (int i = 0; i < 3; ++i) { nh[i] = attr[i] / nln; dh[i] = dv[i] / dln; }
     for (int64_t b = 0; b < nb; ++b) {
       const double* R = A.rot + b * 9;
@@ -486,11 +488,22 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   *loss = 1.0 - acc / nv;
 }
 
+// One mesh per task, on the caller's threads (not torch's: the loop around runs torch on fewer).
+template <typename T>
+static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, const T* screen, const double* vattr,
+                          const double* centre, double* loss, double* gscr, double* gattr, double* gcentre) {
+  const int64_t V = A.V;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t n = 0; n < N; ++n)
+    surface_item<T>(A, n, screen + n * V * 3, vattr + n * V * 6, centre + n * 3, loss + n, gscr + n * V * 3,
+                    gattr + n * V * 6, gcentre + n * 3);
+}
+
 std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vattr, torch::Tensor centre,
                                         torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
                                         double temperature, std::vector<torch::Tensor> texels, torch::Tensor item_model,
                                         torch::Tensor feats, torch::Tensor image, torch::Tensor clut, torch::Tensor valid,
-                                        int64_t H, int64_t W, bool with_grad) {
+                                        int64_t H, int64_t W, bool with_grad, int64_t threads) {
   screen = screen.contiguous();
   vattr = vattr.to(torch::kDouble).contiguous();
   centre = centre.to(torch::kDouble).contiguous();
@@ -520,14 +533,9 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vatt
   torch::Tensor loss = torch::zeros({N}, dopt), gscr = torch::zeros({N, V, 3}, dopt), gattr = torch::zeros({N, V, 6}, dopt),
                 gcentre = torch::zeros({N, 3}, dopt);
   AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "surface_loss", [&] {
-    const scalar_t* sp = screen.data_ptr<scalar_t>();
-    at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t n = lo; n < hi; ++n)
-        surface_item<scalar_t>(A, n, sp + n * V * 3, vattr.data_ptr<double>() + n * V * 6,
-                               centre.data_ptr<double>() + n * 3, loss.data_ptr<double>() + n,
-                               gscr.data_ptr<double>() + n * V * 3, gattr.data_ptr<double>() + n * V * 6,
-                               gcentre.data_ptr<double>() + n * 3);
-    });
+    surface_items<scalar_t>(A, N, std::max<int64_t>(1, std::min(threads, N)), screen.data_ptr<scalar_t>(),
+                            vattr.data_ptr<double>(), centre.data_ptr<double>(), loss.data_ptr<double>(),
+                            gscr.data_ptr<double>(), gattr.data_ptr<double>(), gcentre.data_ptr<double>());
   });
   return {loss, gscr, gattr, gcentre};
 }

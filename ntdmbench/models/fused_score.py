@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from ntdmbench.models import threads
+
 ENV = "NTDMBENCH_FUSED"
 
 
@@ -38,7 +40,12 @@ def _extension():
         log.setLevel(level)
 
     source = Path(__file__).with_name("fused_score.cpp")
-    return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3", "-fopenmp-simd"], verbose=False)
+    try:  # OpenMP: NTDM's kernel splits its meshes between threads
+        return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception:  # a compiler without OpenMP: the same kernels, serial
+        return load(name="ntdmbench_fused_score_serial", sources=[str(source)], extra_cflags=["-O3", "-fopenmp-simd"],
+                    verbose=False)
 
 
 @lru_cache(maxsize=1)
@@ -138,7 +145,7 @@ class _SurfaceLoss(torch.autograd.Function):
     def forward(ctx, screen, vertex_attributes, centre, arguments):
         with_grad = any(ctx.needs_input_grad[:3])
         loss, *grads = _extension().surface_loss(screen.detach(), vertex_attributes.detach(), centre.detach(),
-                                                 *arguments, with_grad)
+                                                 *arguments, with_grad, threads.kernel_threads())
         ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (screen, vertex_attributes, centre))))
         return loss.to(screen.dtype)
 

@@ -185,7 +185,7 @@ def optimise_pose(render: Renderer, features: torch.Tensor, clut_score: torch.Te
             return compare_loss(render(a, e, th, d), features, clut_score, valid)
     with loop_threads(features.device):
         for _ in range(steps):
-            loss_fn(C, th).sum().backward()
+            loss_fn(C, th).sum().backward(inputs=[C, th])
             opt.step()
         with torch.no_grad():
             final = loss_fn(C, th)

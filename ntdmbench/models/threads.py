@@ -7,18 +7,22 @@ thread: no degradation). ``OMP_WAIT_POLICY=PASSIVE`` would also fix it, but Open
 the runtime starts, so a library cannot set it for its caller. Hence ``loop_threads``: the inner loops
 run on ``$NTDMBENCH_LOOP_THREADS`` threads (default 1) and the caller's ``torch.get_num_threads()`` is
 restored afterwards, also on error. Feature extraction and the batched start search keep the caller's
-threads: their operations are large enough to use them.
+threads: their operations are large enough to use them. So do the fused kernels inside the loops
+(``fused_score``): they split whole meshes between threads, one parallel region per step, so they ask
+``kernel_threads()`` for the caller's count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from contextvars import ContextVar
 from typing import Iterator
 
 import torch
 
 ENV = "NTDMBENCH_LOOP_THREADS"
+_CALLER_THREADS: ContextVar[int | None] = ContextVar("ntdmbench_caller_threads", default=None)
 
 
 def loop_thread_count() -> int:
@@ -40,8 +44,16 @@ def loop_threads(device: torch.device | str = "cpu") -> Iterator[None]:
     wanted = loop_thread_count() if torch.device(device).type == "cpu" else previous
     if wanted != previous:
         torch.set_num_threads(wanted)
+    token = _CALLER_THREADS.set(previous)
     try:
         yield
     finally:
+        _CALLER_THREADS.reset(token)
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+def kernel_threads() -> int:
+    """Threads for a fused kernel's coarse parallel loop: the caller's count inside ``loop_threads``, else torch's."""
+    caller = _CALLER_THREADS.get()
+    return torch.get_num_threads() if caller is None else caller

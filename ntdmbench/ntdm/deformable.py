@@ -72,11 +72,17 @@ class DeformableMesh(nn.Module):
         """``(K,)`` all ``1/K``: the average shape (Table 3's "fix shape" / "average" initialisation)."""
         return torch.full((self.n_shapes,), 1.0 / self.n_shapes, device=self.template.device)
 
-    def forward(self, z: torch.Tensor, instance_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def template_features(self) -> torch.Tensor:
+        """``(V, hidden)``: the first layer's template-vertex term, the same for every latent."""
+        return self.point_layer(self.encode(self.template))
+
+    def forward(self, z: torch.Tensor, instance_scale: torch.Tensor | None = None,
+                template_features: torch.Tensor | None = None) -> torch.Tensor:
         """Vertices ``(B, V, 3)`` of ``Gamma(z, s')`` for latents ``(B, K)`` (or ``(K,)``: B = 1) and
-        instance scales ``s'`` ``(B, 3)`` (None: 1)."""
+        instance scales ``s'`` ``(B, 3)`` (None: 1); ``template_features``, when the weights are fixed (an
+        optimisation over z), saves recomputing them every step."""
         z = z.reshape(-1, self.n_shapes).to(self.template.dtype)
-        base = self.point_layer(self.encode(self.template))  # (V, hidden): the same for every latent
+        base = self.template_features() if template_features is None else template_features
         h = base + self.latent_layer(z)[:, None]
         verts = (self.template + self.head(self.body(h))) * self.scale
         if instance_scale is not None:

@@ -376,11 +376,14 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
         params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
         table = feature_table(features)
         item_clut = None if clut is None else clut[image]
+        with torch.no_grad():
+            bases = [m.mesh.template_features() for m in models]
 
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)
             camera = Camera(a, e, theta, d, principal[image].to(dtype), focal[image].to(dtype))
-            vertices = torch.cat([m.mesh(z, s) for m, z, s in zip(models, zs, log_scale.exp().split(counts))])
+            vertices = torch.cat([m.mesh(z, s, base) for m, z, s, base in
+                                  zip(models, zs, log_scale.exp().split(counts), bases)])
             return reconstruction_loss(models, vertices, camera, item_model, image, features, table, item_clut,
                                        valid[image], settings.single_alpha)
 
@@ -388,7 +391,7 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
             opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
                                 settings.pose_gamma)
             with loop_threads(features.device):
-                _optimise(loss_at, opt, zs, log_scale, settings)
+                _optimise(loss_at, opt, params, zs, log_scale, settings)
         with torch.no_grad():
             final = loss_at()
             a, e, d = position_to_angles(C)
@@ -397,11 +400,13 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
                 log_scale.detach().exp().split(counts), final.split(counts), starts)]
 
 
-def _optimise(loss_at, opt: PoseOptimizer, zs: list[torch.Tensor], log_scale: torch.Tensor,
-              settings: InferenceSettings) -> None:
-    """``settings.steps`` Adam steps on ``loss_at()``, keeping each z on the simplex and s' within its range."""
+def _optimise(loss_at, opt: PoseOptimizer, params: list[torch.Tensor], zs: list[torch.Tensor],
+              log_scale: torch.Tensor, settings: InferenceSettings) -> None:
+    """``settings.steps`` Adam steps on ``loss_at()``, keeping each z on the simplex and s' within its range.
+    Gradients go to ``params`` only: the models' weights are fixed here, and backpropagating into them would
+    double the deformation network's backward."""
     for _ in range(settings.steps):
-        loss_at().sum().backward()
+        loss_at().sum().backward(inputs=params)
         opt.step()
         with torch.no_grad():
             if settings.latent_simplex and not settings.fix_shape:
