@@ -255,8 +255,8 @@ struct Texture {
 };
 
 struct Scratch {
-  std::vector<float> tb, vec, g;
-  Scratch(int64_t nb, int64_t d) : tb(nb * d), vec(d), g(d) {}
+  std::vector<float> tb, vec, g, corner;
+  Scratch(int64_t nb, int64_t d) : tb(nb * d), vec(d), g(d), corner(4 * d) {}
 };
 
 // One point's score; with grad (non-null guv) also ds/duv (2) and ds/dalpha (nb).
@@ -273,12 +273,32 @@ static inline __attribute__((always_inline)) float blend_score(const Texture& X,
                        X.tex + (rb * q + ca) * NB * d, X.tex + (rb * q + cb) * NB * d};
   const float w[4] = {float((1 - fx) * (1 - fy)), float(fx * (1 - fy)), float((1 - fx) * fy), float(fx * fy)};
   float *tb = S.tb.data(), *vec = S.vec.data(), *g = S.g.data();
+  // vec = sum_b alpha_b t_b with t_b the bilinear sample of bin b; for the gradient also each corner's
+  // alpha-blend U_c = sum_b alpha_b T_c[b], so the backward does not read the texels again
+  const bool grad = guv != nullptr;
+  float* U = S.corner.data();
   std::fill(vec, vec + d, 0.f);
+  if (grad) std::fill(U, U + 4 * d, 0.f);
   for (int64_t b = 0; b < nb; ++b) {
     float* t = tb + b * d;
     const int64_t o = b * d;
-    for (int64_t k = 0; k < d; ++k) t[k] = w[0] * T[0][o + k] + w[1] * T[1][o + k] + w[2] * T[2][o + k] + w[3] * T[3][o + k];
-    for (int64_t k = 0; k < d; ++k) vec[k] += a[b] * t[k];
+    const float ab = a[b];
+    const float *T0 = T[0] + o, *T1 = T[1] + o, *T2 = T[2] + o, *T3 = T[3] + o;
+    if (grad) {
+      float *U0 = U, *U1 = U + d, *U2 = U + 2 * d, *U3 = U + 3 * d;
+#pragma omp simd
+      for (int64_t k = 0; k < d; ++k) {
+        t[k] = w[0] * T0[k] + w[1] * T1[k] + w[2] * T2[k] + w[3] * T3[k];
+        vec[k] += ab * t[k];
+        U0[k] += ab * T0[k]; U1[k] += ab * T1[k]; U2[k] += ab * T2[k]; U3[k] += ab * T3[k];
+      }
+    } else {
+#pragma omp simd
+      for (int64_t k = 0; k < d; ++k) {
+        t[k] = w[0] * T0[k] + w[1] * T1[k] + w[2] * T2[k] + w[3] * T3[k];
+        vec[k] += ab * t[k];
+      }
+    }
   }
   float nsqf = 0, dotf = 0;
 #pragma omp simd reduction(+ : nsqf, dotf)
@@ -289,18 +309,19 @@ static inline __attribute__((always_inline)) float blend_score(const Texture& X,
   const float inv = float(1.0 / std::max(n, 1e-12)), sn = n > 1e-12 ? float(s / n) : 0.f;
 #pragma omp simd
   for (int64_t k = 0; k < d; ++k) g[k] = (f[k] - sn * vec[k]) * inv;
-  double gw[4] = {0, 0, 0, 0};
-  for (int64_t b = 0; b < nb; ++b) {
+  for (int64_t b = 0; b < nb; ++b) {  // d s / d alpha_b = g . t_b
     const float* t = tb + b * d;
-    const int64_t o = b * d;
-    float ga = 0, g0 = 0, g1 = 0, g2 = 0, g3 = 0;
-#pragma omp simd reduction(+ : ga, g0, g1, g2, g3)
-    for (int64_t k = 0; k < d; ++k) {
-      ga += g[k] * t[k];
-      g0 += g[k] * T[0][o + k]; g1 += g[k] * T[1][o + k]; g2 += g[k] * T[2][o + k]; g3 += g[k] * T[3][o + k];
-    }
+    float ga = 0;
+#pragma omp simd reduction(+ : ga)
+    for (int64_t k = 0; k < d; ++k) ga += g[k] * t[k];
     galpha[b] = ga;
-    gw[0] += a[b] * g0; gw[1] += a[b] * g1; gw[2] += a[b] * g2; gw[3] += a[b] * g3;
+  }
+  double gw[4];  // d s / d w_c = g . U_c
+  for (int c = 0; c < 4; ++c) {
+    float gc = 0;
+#pragma omp simd reduction(+ : gc)
+    for (int64_t k = 0; k < d; ++k) gc += g[k] * U[c * d + k];
+    gw[c] = gc;
   }
   const double gfx = (1 - fy) * (gw[1] - gw[0]) + fy * (gw[3] - gw[2]);
   const double gfy = (1 - fx) * (gw[2] - gw[0]) + fx * (gw[3] - gw[1]);
@@ -375,8 +396,9 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   const int64_t d = X.d;
   std::vector<int64_t> win(P, -1);
   winners<T>(screen, A.faces, 1, V, A.F, H, W, win.data());
-  std::vector<double> scr(V * 3);
+  std::vector<double> scr(V * 3), invz(V);
   for (int64_t i = 0; i < V * 3; ++i) scr[i] = screen[i];
+  for (int64_t v = 0; v < V; ++v) invz[v] = 1.0 / scr[v * 3 + 2];
   const float* clut = A.clut ? A.clut + n * P : nullptr;
   const float* valid = A.valid + n * P;
   const float* frows = A.feats + A.image[n] * P * d;
@@ -402,10 +424,12 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
       w[m] = (a[0] - x) * (c[1] - y) - (a[1] - y) * (c[0] - x);
       Ar += w[m];
     }
-    for (int k = 0; k < 3; ++k) { w[k] /= Ar; u[k] = w[k] / q[k][2]; Sum += u[k]; }
+    const double invA = 1.0 / Ar;
+    for (int k = 0; k < 3; ++k) { w[k] *= invA; u[k] = w[k] * invz[vi[k]]; Sum += u[k]; }
+    const double invS = 1.0 / Sum;
     double attr[6] = {0, 0, 0, 0, 0, 0}, uv[2] = {0, 0};
     for (int k = 0; k < 3; ++k) {
-      bary[k] = u[k] / Sum;
+      bary[k] = u[k] * invS;
       for (int i = 0; i < 6; ++i) attr[i] += bary[k] * vattr[vi[k] * 6 + i];
       for (int i = 0; i < 2; ++i) uv[i] += bary[k] * A.cuv[(fi * 3 + k) * 2 + i];
     }
@@ -415,7 +439,8 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     const double dl = std::sqrt(dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]), dln = std::max(dl, 1e-12);
     double nh[3], dh[3], Rn[7][3], Rtd[7][3], logit_max = -std::numeric_limits<double>::infinity();
     double logit[7];
-    for (int i = 0; i < 3; ++i) { nh[i] = attr[i] / nln; dh[i] = dv[i] / dln; }
+    const double inl = 1.0 / nln, idl = 1.0 / dln;
+    for (int i = 0; i < 3; ++i) { nh[i] = attr[i] * inl; dh[i] = dv[i] * idl; }
     for (int64_t b = 0; b < nb; ++b) {
       const double* R = A.rot + b * 9;
       double l = 0;
