@@ -76,18 +76,48 @@ class DeformableMesh(nn.Module):
         """``(V, hidden)``: the first layer's template-vertex term, the same for every latent."""
         return self.point_layer(self.encode(self.template))
 
-    def forward(self, z: torch.Tensor, instance_scale: torch.Tensor | None = None,
-                template_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, instance_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Vertices ``(B, V, 3)`` of ``Gamma(z, s')`` for latents ``(B, K)`` (or ``(K,)``: B = 1) and
-        instance scales ``s'`` ``(B, 3)`` (None: 1); ``template_features``, when the weights are fixed (an
-        optimisation over z), saves recomputing them every step."""
+        instance scales ``s'`` ``(B, 3)`` (None: 1)."""
         z = z.reshape(-1, self.n_shapes).to(self.template.dtype)
-        base = self.template_features() if template_features is None else template_features
-        h = base + self.latent_layer(z)[:, None]
+        h = self.template_features() + self.latent_layer(z)[:, None]
         verts = (self.template + self.head(self.body(h))) * self.scale
         if instance_scale is not None:
             verts = verts * instance_scale.reshape(-1, 1, 3)
         return verts
+
+
+class StackedMeshes:
+    """Several categories' deformable meshes (same template and network shape, any number of shape latents)
+    as one batched network with fixed weights, for an optimisation over latents and scales: item n of a
+    batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh.
+    ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)`` equals ``cat([mesh(z, s) ...])``."""
+
+    def __init__(self, meshes: Sequence[DeformableMesh], item_mesh: torch.Tensor):
+        first = meshes[0]
+        self.template = first.template
+        softplus = first.body[0]
+        self.beta, self.threshold = softplus.beta, softplus.threshold
+        with torch.no_grad():
+            self.latent = [m.latent_layer.weight.T for m in meshes]
+            self.base = torch.stack([m.template_features() for m in meshes])[item_mesh]  # (N, V, hidden)
+            linears = [[layer for layer in m.body if isinstance(layer, nn.Linear)] for m in meshes]
+            self.body = [(torch.stack([ls[i].weight.T for ls in linears])[item_mesh],
+                          torch.stack([ls[i].bias for ls in linears])[item_mesh, None])
+                         for i in range(len(linears[0]))]
+            self.head = (torch.stack([m.head.weight.T for m in meshes])[item_mesh],
+                         torch.stack([m.head.bias for m in meshes])[item_mesh, None])
+            self.scale = torch.stack([m.scale for m in meshes])[item_mesh, None]  # (N, 1, 3)
+
+    def __call__(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> torch.Tensor:
+        """Vertices ``(N, V, 3)`` for mesh j's latents ``zs[j]`` ``(n_j, K_j)`` (items in mesh order) and
+        instance scales ``(N, 3)``."""
+        latent = torch.cat([z.to(self.template.dtype) @ weight for weight, z in zip(self.latent, zs)])
+        h = nn.functional.softplus(self.base + latent[:, None], self.beta, self.threshold)
+        for weight, bias in self.body:
+            h = nn.functional.softplus(torch.baddbmm(bias, h, weight), self.beta, self.threshold)
+        offsets = torch.baddbmm(self.head[1], h, self.head[0])
+        return (self.template + offsets) * self.scale * instance_scale[:, None]
 
 
 def sample_surface(mesh: Mesh, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -2,13 +2,21 @@
 
 For each category model and a batch of feature maps: render the neural textured deformable mesh under
 every (initial pose x initial latent) start, take each image's lowest-loss start (NeMo's pre-rendered
-search, ``render_compare.best_start``), then optimise the camera (centre C and theta, as NeMo), the
-latent ``z`` and the instance scale ``s'`` jointly with Adam (lr 0.05, 300 steps; the paper names no
-other setting, so torch's betas and a constant lr; ``render_compare.PoseOptimizer`` takes NeMo's
-betas (0.4, 0.6) and decay 0.2 when asked) on the reconstruction loss of eq. 9 (NeMo's fg/bg loss with the clutter score; fg-only for
-Table 3's "w/o BG"). Every step is batched over the images. The class is the category whose
-optimised model reconstructs the features best; the amodal mask is the rendered silhouette O at image
-resolution and the visible mask the FG pixels of O (object score above clutter score).
+search), then optimise the camera (centre C and theta, as NeMo), the latent ``z`` and the instance
+scale ``s'`` jointly with Adam (lr 0.05, 300 steps; the paper names no other setting, so torch's betas
+and a constant lr; ``render_compare.PoseOptimizer`` takes NeMo's betas (0.4, 0.6) and decay 0.2 when
+asked) on the reconstruction loss of eq. 9 (NeMo's fg/bg loss with the clutter score; fg-only for
+Table 3's "w/o BG"). The class is the category whose optimised model reconstructs the features best;
+the amodal mask is the rendered silhouette O at image resolution and the visible mask the FG pixels of
+O (object score above clutter score).
+
+How it is computed, none of which changes the numbers: a rendered feature is only ever dotted with the
+image feature under it, so the object score of a covered pixel is computed directly from its UV and
+view coefficients (``textures.texture_scores``) instead of rendering b x d channels. The search keeps
+what the starts' scores need of their renders (``StartFragments``: image-independent, cached per crop
+size). One optimisation loop serves every (category model, image) pair (``fit_categories``), and on
+CPU each step's whole chain from the deformed meshes to the losses is one fused kernel with its
+analytic gradient (``reconstruction_loss``, ``fused_score.surface_loss``).
 
 Two safeguards the paper does not state: z stays on the simplex of the training codes (projected after
 each step: the MLP only learned those codes and their blends; outside, the mesh can grow to swallow
@@ -37,7 +45,7 @@ from ntdmbench.models.render import rasterize
 from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, initial_poses
 from ntdmbench.models.stages import stage
 from ntdmbench.models.threads import loop_threads
-from ntdmbench.ntdm.deformable import DeformableMesh
+from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
     SurfaceFragments,
@@ -89,7 +97,8 @@ class CategoryModel(nn.Module):
 @dataclass
 class InferenceSettings:
     """The inference settings (paper §3.4, §4.1.2), the defaults of ``ntdm``'s fields of the same names;
-    ``start_chunk``, ``start_cache_mb`` and ``seed`` are internal knobs."""
+    ``start_chunk`` (starts rendered at once), ``start_cache_mb`` (the start fragments kept per model)
+    and ``seed`` are internal knobs."""
 
     n_azimuth: int = 12
     n_elevation: int = 4
@@ -376,14 +385,12 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
         params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
         table = feature_table(features)
         item_clut = None if clut is None else clut[image]
-        with torch.no_grad():
-            bases = [m.mesh.template_features() for m in models]
+        deform = StackedMeshes([m.mesh for m in models], item_model)
 
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)
             camera = Camera(a, e, theta, d, principal[image].to(dtype), focal[image].to(dtype))
-            vertices = torch.cat([m.mesh(z, s, base) for m, z, s, base in
-                                  zip(models, zs, log_scale.exp().split(counts), bases)])
+            vertices = deform(zs, log_scale.exp())
             return reconstruction_loss(models, vertices, camera, item_model, image, features, table, item_clut,
                                        valid[image], settings.single_alpha)
 

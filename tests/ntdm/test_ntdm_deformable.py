@@ -10,6 +10,7 @@ from ntdmbench.datasets.synthetic.cad import box
 from ntdmbench.models import meshes as M
 from ntdmbench.ntdm.deformable import (
     DeformableMesh,
+    StackedMeshes,
     fit_deformable,
     relative_fit_error,
     sample_surface,
@@ -56,3 +57,24 @@ def test_fit_reaches_each_cad_model_with_its_own_latent():
     d = [[float(M.mesh_distance(verts[i], mesh.faces, *c.torch(), reduction="mean")) for c in cads] for i in range(2)]
     assert d[0][0] < d[0][1] and d[1][1] < d[1][0]
     assert np.allclose(mesh.scale.detach().numpy() > 0, True)
+
+
+def test_stacked_meshes_equal_each_mesh_and_pass_gradients_to_latents_and_scales():
+    gen = torch.Generator().manual_seed(0)
+    meshes = [DeformableMesh(k, template_level=2, hidden=16, init_scale=(0.3, 0.6, 0.2)) for k in (3, 2, 4)]
+    for mesh in meshes:
+        with torch.no_grad():
+            for p in mesh.parameters():
+                p.normal_(0, 0.3, generator=gen)
+    zs = [torch.softmax(torch.randn(n, mesh.n_shapes, generator=gen), 1).requires_grad_(True)
+          for n, mesh in zip((2, 1, 3), meshes)]
+    scale = torch.rand(6, 3, generator=gen).add(0.5).requires_grad_(True)
+    item_mesh = torch.tensor([0, 0, 1, 2, 2, 2])
+    stacked = StackedMeshes(meshes, item_mesh)(zs, scale)
+    each = torch.cat([mesh(z, s) for mesh, z, s in zip(meshes, zs, scale.split([2, 1, 3]))])
+    torch.testing.assert_close(stacked, each)
+    weights = torch.randn(each.shape, generator=gen)
+    got = torch.autograd.grad((stacked * weights).sum(), [*zs, scale])
+    want = torch.autograd.grad((each * weights).sum(), [*zs, scale])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
