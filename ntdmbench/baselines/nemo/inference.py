@@ -92,6 +92,8 @@ class MeshRenderer:
         C, in one CPU kernel (``fused_score``; same value and gradient, without ~150 small torch operations
         per step); ``rc.optimise_pose``'s ``loss_fn``."""
         B = similarity.shape[0]
+        # einsum hands back a (B, V, h, w) view with V innermost for B > 1: copied here once, not every step
+        similarity = similarity.contiguous()
         principal = (self.principal / STRIDE).to(similarity).expand(B, 2)
         focal = torch.full((B,), self.focal_px / STRIDE, dtype=similarity.dtype)
 
