@@ -1,7 +1,7 @@
-// Rasterise-interpolate-score-loss for NeMo's render-and-compare step, with its analytic gradient.
-// Same rules as render.py's torch backend: pixel centres (c + 0.5, r + 0.5), strictly positive
-// perspective-correct barycentrics, nearest face wins (lowest index on ties), faces with a vertex at
-// depth <= 1e-8 or zero area skipped. Per image b:
+// Rasterise-interpolate-score-loss for NeMo's and NTDM's render-and-compare steps, with their analytic
+// gradients (NTDM's: texture_score and surface_loss, below). Same rules as render.py's torch backend: pixel
+// centres (c + 0.5, r + 0.5), strictly positive perspective-correct barycentrics, nearest face wins (lowest
+// index on ties), faces with a vertex at depth <= 1e-8 or zero area skipped. NeMo, per image b:
 //   screen = project(R_b v + t_b), score_p = sum_k bary_k sim[b, v_k, p],
 //   loss_b = 1 - (mean_p max(score_p, clut_p) - mean_p clut_p)   (or 1 - mean_p score_p without clutter)
 // and d loss_b / d R_b, d loss_b / d t_b. Doubles inside; sim and clut are read as float32.
@@ -9,6 +9,30 @@
 #include <cmath>
 #include <limits>
 #include <vector>
+
+// d loss / d bary (3) of pixel (x, y) in face vi -> d loss / d its screen vertices (x, y, depth), added to gscr
+// (V, 3): bary_k = u_k / S with u_k = w_k / depth_k and w_k the edge functions E_k over their sum A.
+static inline void barycentric_backward(const double gbary[3], const double bary[3], const double w[3],
+                                        const double* const q[3], double S, double A, double x, double y,
+                                        const int64_t* vi, double* gscr) {
+  double gb = 0, gu[3], gw[3], gws = 0;
+  for (int k = 0; k < 3; ++k) gb += gbary[k] * bary[k];
+  for (int k = 0; k < 3; ++k) {
+    gu[k] = (gbary[k] - gb) / S;
+    gscr[vi[k] * 3 + 2] -= gu[k] * w[k] / (q[k][2] * q[k][2]);
+    gw[k] = gu[k] / q[k][2];
+    gws += gw[k] * w[k];
+  }
+  for (int m = 0; m < 3; ++m) {
+    const double gE = (gw[m] - gws) / A;
+    const int j = (m + 1) % 3, k = (m + 2) % 3;
+    const double *a = q[j], *c = q[k];
+    gscr[vi[j] * 3] += gE * (c[1] - y);
+    gscr[vi[k] * 3 + 1] += gE * (a[0] - x);
+    gscr[vi[j] * 3 + 1] -= gE * (c[0] - x);
+    gscr[vi[k] * 3] -= gE * (a[1] - y);
+  }
+}
 
 std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor faces, torch::Tensor R,
                                              torch::Tensor t, torch::Tensor principal, torch::Tensor focal,
@@ -103,24 +127,8 @@ std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor 
         G = -1.0 / P;
       }
       if (fi < 0 || G == 0) continue;
-      const double x = pix % W + 0.5, y = pix / W + 0.5;
-      double gb = 0, gu[3], gw[3], gws = 0;
-      for (int k = 0; k < 3; ++k) gb += G * sv[k] * bary[k];
-      for (int k = 0; k < 3; ++k) {
-        gu[k] = (G * sv[k] - gb) / S;
-        gs[vi[k] * 3 + 2] -= gu[k] * w[k] / (q[k][2] * q[k][2]);
-        gw[k] = gu[k] / q[k][2];
-        gws += gw[k] * w[k];
-      }
-      for (int m = 0; m < 3; ++m) {
-        const double gE = (gw[m] - gws) / A;
-        const int j = (m + 1) % 3, k = (m + 2) % 3;
-        const double *a = q[j], *c = q[k];
-        gs[vi[j] * 3] += gE * (c[1] - y);
-        gs[vi[k] * 3 + 1] += gE * (a[0] - x);
-        gs[vi[j] * 3 + 1] -= gE * (c[0] - x);
-        gs[vi[k] * 3] -= gE * (a[1] - y);
-      }
+      const double gbary[3] = {G * sv[0], G * sv[1], G * sv[2]};
+      barycentric_backward(gbary, bary, w, q, S, A, pix % W + 0.5, pix / W + 0.5, vi, gs.data());
     }
     loss.data_ptr<double>()[b] = 1.0 - acc / P;
     double* gRb = gR.data_ptr<double>() + b * 9;
@@ -491,24 +499,7 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
         gvattr[vi[k] * 6 + i] += bary[k] * ga6[i];
       }
     }
-    // barycentrics -> screen vertices, as render_score_loss
-    double gb = 0, gu[3], gw[3], gws = 0;
-    for (int k = 0; k < 3; ++k) gb += gbary[k] * bary[k];
-    for (int k = 0; k < 3; ++k) {
-      gu[k] = (gbary[k] - gb) / Sum;
-      gscr[vi[k] * 3 + 2] -= gu[k] * w[k] / (q[k][2] * q[k][2]);
-      gw[k] = gu[k] / q[k][2];
-      gws += gw[k] * w[k];
-    }
-    for (int m = 0; m < 3; ++m) {
-      const double gE = (gw[m] - gws) / Ar;
-      const int j = (m + 1) % 3, k = (m + 2) % 3;
-      const double *a = q[j], *c = q[k];
-      gscr[vi[j] * 3] += gE * (c[1] - y);
-      gscr[vi[k] * 3 + 1] += gE * (a[0] - x);
-      gscr[vi[j] * 3 + 1] -= gE * (c[0] - x);
-      gscr[vi[k] * 3] -= gE * (a[1] - y);
-    }
+    barycentric_backward(gbary, bary, w, q, Sum, Ar, x, y, vi, gscr);
   }
   *loss = 1.0 - acc / nv;
 }

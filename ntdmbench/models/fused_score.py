@@ -4,9 +4,11 @@ A pose step in pure torch is ~150 small operations (rasterise, gather, barycentr
 autograd), and on a 32x84 feature map that overhead, not the arithmetic, is the cost. ``fused_score.cpp``
 projects the mesh, rasterises it (the torch backend's rules), interpolates the per-vertex similarity,
 evaluates NeMo's loss and its gradient to the extrinsics ``(R, t)`` in one pass per image; autograd only
-carries the 3x3 rotation back to the pose. NTDM's step has the same problem in its texture: ``texture_score``
-blends the view-specific bins at each surface point and scores it against the image feature, gradient included,
-where torch would run ``grid_sample`` over all b x d channels. CUDA tensors keep the batched torch path.
+carries the 3x3 rotation back to the pose. NTDM's step is the same chain with a neural texture instead of
+vertex similarities: ``surface_loss`` rasterises the deformed meshes, interpolates normals, positions and UVs,
+blends the view-specific bins at each covered pixel, scores it against the image feature and returns the loss
+and its gradient to the meshes and cameras (``texture_score``: the scoring alone, for the init search); torch
+would run ``grid_sample`` over all b x d channels. CUDA tensors keep the batched torch path.
 
 The extension is compiled on first use (``torch.utils.cpp_extension``, about a minute, cached under
 ``$TORCH_EXTENSIONS_DIR``); without a working compiler ``available()`` is False and callers fall back.

@@ -49,9 +49,9 @@ from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
     SurfaceFragments,
+    covered_points,
     feature_table,
     polar_uv,
-    covered_points,
     render_features,
     surface_scores,
     texture_scores,
@@ -341,12 +341,17 @@ def fit_category(model: CategoryModel, features: torch.Tensor, clut: torch.Tenso
     return fit_categories([model], features, clut, valid, principal, focal, settings, [rows], [start])[0]
 
 
-def _share_renderer(models: list[CategoryModel]) -> bool:
-    """Whether the models render alike (template, UVs, bins, temperature), so one batch renders them all."""
+def _batchable(models: list[CategoryModel]) -> bool:
+    """Whether the models render alike (template, UVs, bins, temperature) and deform with networks of one
+    shape, so one batch serves them all (the models of one checkpoint always do)."""
     first = models[0]
-    return all(m.mesh.faces.shape == first.mesh.faces.shape and torch.equal(m.mesh.faces, first.mesh.faces)
-               and torch.equal(m.uvs, first.uvs) and torch.equal(m.rotations, first.rotations)
-               and m.alpha_temperature == first.alpha_temperature for m in models[1:])
+
+    def network(m: CategoryModel) -> list:
+        return [p.shape for p in (*m.mesh.body.parameters(), *m.mesh.head.parameters(), m.mesh.point_layer.weight)]
+
+    return all(torch.equal(m.mesh.faces, first.mesh.faces) and torch.equal(m.uvs, first.uvs)
+               and torch.equal(m.rotations, first.rotations) and m.alpha_temperature == first.alpha_temperature
+               and network(m) == network(first) for m in models[1:])
 
 
 def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: torch.Tensor | None,
@@ -359,7 +364,7 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
     elementwise, so this is the same as one loop per model, but each step's rasterisation and
     autograd run once for all the models (which share their template and bins; else one loop each).
     """
-    if len(models) > 1 and not _share_renderer(models):
+    if len(models) > 1 and not _batchable(models):
         return [fit_categories([m], features, clut, valid, principal, focal, settings, [r], [st])[0]
                 for m, r, st in zip(models, rows, starts)]
     dtype = features.dtype
