@@ -85,8 +85,10 @@ def test_loop_threads_sets_the_count_and_restores_the_callers(monkeypatch):
     try:
         torch.set_num_threads(2)
         monkeypatch.delenv(threads.ENV, raising=False)
+        assert threads.kernel_threads() == 2
         with threads.loop_threads():
             assert torch.get_num_threads() == 1
+            assert threads.kernel_threads() == 2  # the fused kernels keep the caller's threads
         assert torch.get_num_threads() == 2
         with pytest.raises(RuntimeError), threads.loop_threads():
             raise RuntimeError("inside the loop")
