@@ -390,11 +390,12 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
         params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
         table = feature_table(features)
         item_clut = None if clut is None else clut[image]
+        item_principal, item_focal = principal[image].to(dtype), focal[image].to(dtype)
         deform = StackedMeshes([m.mesh for m in models], item_model)
 
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)
-            camera = Camera(a, e, theta, d, principal[image].to(dtype), focal[image].to(dtype))
+            camera = Camera(a, e, theta, d, item_principal, item_focal)
             vertices = deform(zs, log_scale.exp())
             return reconstruction_loss(models, vertices, camera, item_model, image, features, table, item_clut,
                                        valid[image], settings.single_alpha)

@@ -223,9 +223,7 @@ def render_features(texture: NeuralTexture, surface: SurfaceFragments, rotations
                     temperature: float, bins: int | None = None) -> torch.Tensor:
     """``(B, d, h, w)`` rendered neural features: alpha-blended view-specific texture values (the first
     ``bins`` bins, with their rotations) on the covered pixels, zero off the mesh."""
-    covered = surface.mask.nonzero(as_tuple=True)
-    values = texture.lookup(surface.uv[covered], bins)  # (M, b, d)
-    alpha = view_coefficients(surface.normals[covered], surface.to_camera[covered],
-                              rotations[:values.shape[1]], temperature)
+    covered, uv, alpha = covered_points(surface, rotations[:texture.n_bins if bins is None else bins], temperature)
+    values = texture.lookup(uv, bins)  # (M, b, d)
     out = surface.uv.new_zeros(*surface.mask.shape, values.shape[-1]).index_put(covered, blend(values, alpha))
     return out.permute(0, 3, 1, 2)
