@@ -260,7 +260,44 @@ std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta,
 struct Texture {
   const float* tex;  // (q, q, NB, d)
   int64_t q, NB, d;
+  float* gram = nullptr;  // (q * q, 4 NB, 4 NB) Gram matrices of the cells' texels, filled on first use ...
+  int32_t* gram_state = nullptr;  // (q * q,) ... 0: empty, 1: being written, 2: ready
 };
+
+// The bilinear footprint of UV (u, v): the 4 corner texels (ra, ca), (ra, cb), (rb, ca), (rb, cb), their weights,
+// and the cell (ra, ca) that names them.
+struct Footprint {
+  double fx, fy, yr;
+  int64_t cell;
+  float w[4];
+  const float* T[4];
+};
+
+static inline __attribute__((always_inline)) Footprint footprint(const Texture& X, double u, double v) {
+  const int64_t q = X.q, NB = X.NB, d = X.d;
+  Footprint P;
+  const double x = (u - std::floor(u)) * q - 0.5, x0 = std::floor(x);
+  P.fx = x - x0;
+  const int64_t ca = (((int64_t)x0 % q) + q) % q, cb = (ca + 1) % q;
+  P.yr = (1.0 - v) * q - 0.5;
+  const double y = std::min(std::max(P.yr, 0.0), double(q - 1)), y0 = std::floor(y);
+  P.fy = y - y0;
+  const int64_t ra = (int64_t)y0, rb = std::min<int64_t>(ra + 1, q - 1);
+  P.cell = ra * q + ca;
+  P.T[0] = X.tex + (ra * q + ca) * NB * d; P.T[1] = X.tex + (ra * q + cb) * NB * d;
+  P.T[2] = X.tex + (rb * q + ca) * NB * d; P.T[3] = X.tex + (rb * q + cb) * NB * d;
+  const double fx = P.fx, fy = P.fy;
+  P.w[0] = float((1 - fx) * (1 - fy)); P.w[1] = float(fx * (1 - fy)); P.w[2] = float((1 - fx) * fy); P.w[3] = float(fx * fy);
+  return P;
+}
+
+// d s / d uv from d s / d w_c, as autograd through grid_sample gives it (zero v-gradient where v is clamped).
+static inline void uv_gradient(const Footprint& P, int64_t q, const double gw[4], float* guv) {
+  const double gfx = (1 - P.fy) * (gw[1] - gw[0]) + P.fy * (gw[3] - gw[2]);
+  const double gfy = (1 - P.fx) * (gw[2] - gw[0]) + P.fx * (gw[3] - gw[1]);
+  guv[0] = float(q * gfx);
+  guv[1] = (P.yr > 0 && P.yr < q - 1) ? float(-q * gfy) : 0.f;
+}
 
 struct Scratch {
   std::vector<float> tb, vec, g, corner;
@@ -271,15 +308,10 @@ struct Scratch {
 static inline __attribute__((always_inline)) float blend_score(const Texture& X, double u, double v, const float* a,
                                                                int64_t nb, const float* f, float* guv, float* galpha,
                                                                Scratch& S) {
-  const int64_t q = X.q, NB = X.NB, d = X.d;
-  const double x = (u - std::floor(u)) * q - 0.5, x0 = std::floor(x), fx = x - x0;
-  const int64_t ca = (((int64_t)x0 % q) + q) % q, cb = (ca + 1) % q;
-  const double yr = (1.0 - v) * q - 0.5, y = std::min(std::max(yr, 0.0), double(q - 1));
-  const double y0 = std::floor(y), fy = y - y0;
-  const int64_t ra = (int64_t)y0, rb = std::min<int64_t>(ra + 1, q - 1);
-  const float* T[4] = {X.tex + (ra * q + ca) * NB * d, X.tex + (ra * q + cb) * NB * d,
-                       X.tex + (rb * q + ca) * NB * d, X.tex + (rb * q + cb) * NB * d};
-  const float w[4] = {float((1 - fx) * (1 - fy)), float(fx * (1 - fy)), float((1 - fx) * fy), float(fx * fy)};
+  const int64_t d = X.d;
+  const Footprint P = footprint(X, u, v);
+  const float* const* T = P.T;
+  const float* w = P.w;
   float *tb = S.tb.data(), *vec = S.vec.data(), *g = S.g.data();
   // vec = sum_b alpha_b t_b with t_b the bilinear sample of bin b; for the gradient also each corner's
   // alpha-blend U_c = sum_b alpha_b T_c[b], so the backward does not read the texels again
@@ -331,10 +363,89 @@ static inline __attribute__((always_inline)) float blend_score(const Texture& X,
     for (int64_t k = 0; k < d; ++k) gc += g[k] * U[c * d + k];
     gw[c] = gc;
   }
-  const double gfx = (1 - fy) * (gw[1] - gw[0]) + fy * (gw[3] - gw[2]);
-  const double gfy = (1 - fx) * (gw[2] - gw[0]) + fx * (gw[3] - gw[1]);
-  guv[0] = float(q * gfx);
-  guv[1] = (yr > 0 && yr < q - 1) ? float(-q * gfy) : 0.f;
+  uv_gradient(P, X.q, gw, guv);
+  return float(s);
+}
+
+// The Gram matrix G[c b][c' b'] = <T_c[b], T_c'[b']> (4 NB x 4 NB) of a cell's corner texels: image-independent,
+// so it is computed once per texture cell and kept in X.gram. A thread that finds the cell being written by another
+// computes its own copy into `scratch`.
+static inline __attribute__((always_inline)) const float* cell_gram(const Texture& X, const Footprint& P,
+                                                                     float* scratch) {
+  const int64_t K = 4 * X.NB, d = X.d;
+  float* slot = X.gram + P.cell * K * K;
+  int32_t* state = X.gram_state + P.cell;
+  if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2) return slot;
+  int32_t empty = 0;
+  const bool mine = __atomic_compare_exchange_n(state, &empty, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  float* G = mine ? slot : scratch;
+  for (int64_t i = 0; i < K; ++i) {
+    const float* ti = P.T[i / X.NB] + (i % X.NB) * d;
+    for (int64_t j = i; j < K; ++j) {
+      const float* tj = P.T[j / X.NB] + (j % X.NB) * d;
+      float acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t k = 0; k < d; ++k) acc += ti[k] * tj[k];
+      G[i * K + j] = G[j * K + i] = acc;
+    }
+  }
+  if (mine) __atomic_store_n(state, 2, __ATOMIC_RELEASE);
+  return G;
+}
+
+// blend_score's number and gradients from dot products instead of the blended vector: with a_cb = w_c alpha_b,
+// s = sum a_cb D_cb / n, D_cb = <T_c[b], f>, n^2 = a' G a (cell_gram). D of a pixel's cell is kept in `dots`
+// (4 NB floats) while the pixel stays in that cell (`cached_cell`), so a step touches 4 nb dot products of d
+// only where a pixel moved to another cell, and G's K^2 floats instead of the 4 nb d texel values.
+static inline __attribute__((always_inline)) float gram_score(const Texture& X, double u, double v, const float* alpha,
+                                                              int64_t nb, const float* f, int32_t* cached_cell, float* dots,
+                                                              float* guv, float* galpha, float* scratch) {
+  const int64_t NB = X.NB, K = 4 * NB, d = X.d;
+  const Footprint P = footprint(X, u, v);
+  if (*cached_cell != P.cell) {
+    for (int c = 0; c < 4; ++c)
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* t = P.T[c] + b * d;
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t k = 0; k < d; ++k) acc += t[k] * f[k];
+        dots[c * NB + b] = acc;
+      }
+    *cached_cell = int32_t(P.cell);
+  }
+  const float* G = cell_gram(X, P, scratch);
+  float a[28] = {0}, Ga[28] = {0};
+  for (int c = 0; c < 4; ++c)
+    for (int64_t b = 0; b < nb; ++b) a[c * NB + b] = P.w[c] * alpha[b];
+  for (int64_t j = 0; j < K; ++j) {  // Ga = G a, column by column (G is symmetric)
+    if (a[j] == 0) continue;
+    const float* col = G + j * K;
+    const float aj = a[j];
+#pragma omp simd
+    for (int64_t i = 0; i < K; ++i) Ga[i] += col[i] * aj;
+  }
+  float dotf = 0, nsqf = 0;
+  for (int c = 0; c < 4; ++c)
+#pragma omp simd reduction(+ : dotf, nsqf)
+    for (int64_t b = 0; b < nb; ++b) {
+      dotf += a[c * NB + b] * dots[c * NB + b];
+      nsqf += a[c * NB + b] * Ga[c * NB + b];
+    }
+  const double dot = dotf, nsq = nsqf;
+  const double n = std::sqrt(std::max(nsq, 0.0)), s = dot / std::max(n, 1e-12);
+  if (guv == nullptr) return float(s);
+  // d s / d a_cb = <g, T_c[b]> with g = (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
+  const double sn = n > 1e-12 ? s / n : 0.0, inv = 1.0 / std::max(n, 1e-12);
+  double gw[4] = {0, 0, 0, 0};
+  for (int64_t b = 0; b < nb; ++b) galpha[b] = 0;
+  for (int c = 0; c < 4; ++c)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t i = c * NB + b;
+      const double e = (dots[i] - sn * Ga[i]) * inv;
+      galpha[b] += float(P.w[c] * e);
+      gw[c] += alpha[b] * e;
+    }
+  uv_gradient(P, X.q, gw, guv);
   return float(s);
 }
 
@@ -392,6 +503,8 @@ struct SurfaceArgs {
   std::vector<Texture> textures;
   const int64_t *item_model, *image;
   const float *feats, *clut, *valid;
+  int32_t* cached_cell;  // (N, P) the cell whose dot products `dots` (N, P, 4 NB) hold, per item and pixel
+  float* dots;
   bool with_grad;
 };
 
@@ -413,8 +526,9 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   double nv = 0, acc = 0;
   for (int64_t p = 0; p < P; ++p) nv += valid[p];
   nv = std::max(nv, 1.0);
-  Scratch S(nb, d);
-  std::vector<float> alpha(nb), galpha(nb);
+  int32_t* cached_cell = A.cached_cell + n * P;
+  float* dots = A.dots + n * P * 4 * X.NB;
+  std::vector<float> alpha(nb), galpha(nb), scratch(16 * X.NB * X.NB);
   for (int64_t pix = 0; pix < P; ++pix) {
     const int64_t fi = win[pix];
     const double cl = clut ? clut[pix] : 0.0;
@@ -465,8 +579,8 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     for (int64_t b = 0; b < nb; ++b) alpha[b] = float(logit[b] / esum);
     float guv[2];
     const bool grad = A.with_grad;
-    const float s = blend_score(X, uv[0], uv[1], alpha.data(), nb, frows + pix * d, grad ? guv : nullptr,
-                                galpha.data(), S);
+    const float s = gram_score(X, uv[0], uv[1], alpha.data(), nb, frows + pix * d, cached_cell + pix,
+                               dots + pix * 4 * X.NB, grad ? guv : nullptr, galpha.data(), scratch.data());
     double G;  // d loss / d s
     if (clut) {
       acc += valid[pix] * (std::max(double(s), cl) - cl);
@@ -517,9 +631,11 @@ static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, cons
 
 std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vattr, torch::Tensor centre,
                                         torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
-                                        double temperature, std::vector<torch::Tensor> texels, torch::Tensor item_model,
-                                        torch::Tensor feats, torch::Tensor image, torch::Tensor clut, torch::Tensor valid,
-                                        int64_t H, int64_t W, bool with_grad, int64_t threads) {
+                                        double temperature, std::vector<torch::Tensor> texels,
+                                        std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
+                                        torch::Tensor item_model, torch::Tensor feats, torch::Tensor image, torch::Tensor clut, torch::Tensor valid,
+                                        torch::Tensor cached_cell, torch::Tensor dots, int64_t H, int64_t W,
+                                        bool with_grad, int64_t threads) {
   screen = screen.contiguous();
   vattr = vattr.to(torch::kDouble).contiguous();
   centre = centre.to(torch::kDouble).contiguous();
@@ -540,11 +656,24 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vatt
   SurfaceArgs A{faces.data_ptr<int64_t>(), corner_uv.data_ptr<double>(), rotations.data_ptr<double>(), temperature,
                 V, F, H, W, nb, {}, item_model.data_ptr<int64_t>(), image.data_ptr<int64_t>(),
                 feats.data_ptr<float>(), use_clutter ? clut.data_ptr<float>() : nullptr, valid.data_ptr<float>(),
-                with_grad};
-  for (auto& t : texels) {
-    TORCH_CHECK(t.size(2) >= nb && t.size(3) == feats.size(1), "surface_loss: texels (q, q, NB >= nb, d)");
-    A.textures.push_back({t.data_ptr<float>(), t.size(0), t.size(2), t.size(3)});
+                nullptr, nullptr, with_grad};
+  const int64_t NB = texels.at(0).size(2);
+  TORCH_CHECK(grams.size() == texels.size() && gram_states.size() == texels.size(),
+              "surface_loss: one Gram cache per texture");
+  for (size_t i = 0; i < texels.size(); ++i) {
+    auto& t = texels[i];
+    TORCH_CHECK(t.size(2) == NB && NB >= nb && NB <= 7 && t.size(3) == feats.size(1), "surface_loss: texels (q, q, NB >= nb, d)");
+    TORCH_CHECK(grams[i].dtype() == torch::kFloat && grams[i].is_contiguous() && grams[i].numel() == t.size(0) * t.size(1) * 16 * NB * NB
+                && gram_states[i].dtype() == torch::kInt && gram_states[i].is_contiguous()
+                && gram_states[i].numel() == t.size(0) * t.size(1), "surface_loss: Gram cache (q * q, 4 NB, 4 NB), state (q * q,)");
+    A.textures.push_back({t.data_ptr<float>(), t.size(0), NB, t.size(3), grams[i].data_ptr<float>(),
+                          gram_states[i].data_ptr<int32_t>()});
   }
+  TORCH_CHECK(cached_cell.dtype() == torch::kInt && cached_cell.is_contiguous() && cached_cell.numel() == N * H * W
+              && dots.dtype() == torch::kFloat && dots.is_contiguous() && dots.numel() == N * H * W * 4 * NB,
+              "surface_loss: dot cache cell (N, h * w) int32, dots (N, h * w, 4 NB) float32");
+  A.cached_cell = cached_cell.data_ptr<int32_t>();
+  A.dots = dots.data_ptr<float>();
   auto dopt = torch::TensorOptions().dtype(torch::kDouble);
   torch::Tensor loss = torch::zeros({N}, dopt), gscr = torch::zeros({N, V, 3}, dopt), gattr = torch::zeros({N, V, 6}, dopt),
                 gcentre = torch::zeros({N, 3}, dopt);

@@ -158,24 +158,40 @@ class _SurfaceLoss(torch.autograd.Function):
         return grad_screen * g, grad_attributes * g, grad_centre * grad_loss[:, None], None
 
 
+def gram_cache(q: int, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An empty cache of a q x q texture's cell Gram matrices for ``surface_loss`` (filled as cells are used):
+    ``(q * q, 4 bins, 4 bins)`` float32 (untouched pages cost no memory) and ``(q * q,)`` int32 states."""
+    return torch.empty(q * q, 4 * bins, 4 * bins), torch.zeros(q * q, dtype=torch.int32)
+
+
+def dot_cache(items: int, pixels: int, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An empty cache of each item's per-pixel texel-feature dot products for ``surface_loss``: valid for calls
+    with the same items (mesh, texture, image), i.e. one fit's steps."""
+    return torch.full((items, pixels), -1, dtype=torch.int32), torch.zeros(items, pixels, 4 * bins)
+
+
 def surface_loss(screen: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor, centre: torch.Tensor,
                  faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor, temperature: float,
-                 texels: list[torch.Tensor], item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor,
-                 clutter: torch.Tensor | None, valid: torch.Tensor) -> torch.Tensor:
+                 texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]], item_model: torch.Tensor,
+                 feature_rows: torch.Tensor, image: torch.Tensor, clutter: torch.Tensor | None, valid: torch.Tensor,
+                 cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(N,)`` NTDM render-and-compare losses of N deformed meshes (``loss_fg_bg``, or ``loss_fg_only`` when
     ``clutter`` is None), the whole chain of ``textures.surface_scores`` + ``compare_loss`` in one pass per mesh.
 
     ``screen (N, V, 3)`` is ``Camera.transform`` of the meshes, ``normals`` and ``vertices (N, V, 3)`` their unit
     vertex normals and CAD-frame positions, ``centre (N, 3)`` the camera centres; ``faces (F, 3)`` and the
     per-corner UVs ``corner_uv (F, 3, 2)`` are shared. Item n is textured by ``texels[item_model[n]]``
-    (``NeuralTexture.texels``, its first ``len(rotations)`` bins) and compared with image ``image[n]``:
-    ``feature_rows`` is ``feature_table`` of the ``(B, d, h, w)`` maps, ``clutter`` and ``valid`` are ``(N, h, w)``.
-    Differentiable in ``screen``, ``normals``, ``vertices`` and ``centre``.
+    (``NeuralTexture.texels``, its first ``len(rotations)`` bins; ``grams`` their ``gram_cache``s) and compared with
+    image ``image[n]``: ``feature_rows`` is ``feature_table`` of the ``(B, d, h, w)`` maps, ``clutter`` and ``valid``
+    are ``(N, h, w)``. ``cache`` (``dot_cache``) carries the texel-feature dot products from one call to the next
+    over the steps of a fit; None: a fresh one. Differentiable in ``screen``, ``normals``, ``vertices`` and ``centre``.
     """
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
-    arguments = (faces, corner_uv, rotations, float(temperature), list(texels), item_model, feature_rows, image, clut,
-                 valid.reshape(N, h * w), h, w)
+    cache = dot_cache(N, h * w, texels[0].shape[2]) if cache is None else cache
+    arguments = (faces, corner_uv, rotations, float(temperature), list(texels), [g for g, _ in grams],
+                 [state for _, state in grams], item_model, feature_rows, image, clut, valid.reshape(N, h * w), *cache,
+                 h, w)
     return _SurfaceLoss.apply(screen, torch.cat([normals, vertices], -1), centre, arguments)
 
 

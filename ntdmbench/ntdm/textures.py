@@ -125,6 +125,11 @@ class NeuralTexture(nn.Module):
         """``(q, q, b, d)``: the maps texel-major, the layout of ``fused_score.texture_score``."""
         return self._layout("texels", lambda m: m.permute(2, 3, 0, 1).contiguous())
 
+    def gram_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Gram matrices of each bilinear cell's texels, computed by ``fused_score.surface_loss`` as cells
+        are first used (``fused_score.gram_cache``) and kept until the maps change."""
+        return self._layout("gram", lambda m: fused_score.gram_cache(m.shape[-1], m.shape[0]))
+
     def lookup(self, uv: torch.Tensor, bins: int | None = None) -> torch.Tensor:
         """``(N, b, d)``: bilinear texture values at UV points ``(N, 2)``, periodic in u; differentiable in
         ``uv``. ``bins`` keeps only the first few bins."""

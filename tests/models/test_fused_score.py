@@ -4,6 +4,7 @@ The kernel's winner search must pick the very faces of ``render._winning_faces``
 its loss and analytic gradient must equal autograd through rasterise -> interpolate -> ``compare_loss``.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -144,13 +145,12 @@ def test_texture_score_and_gradient_equal_autograd_through_the_texture_lookup(bi
         torch.testing.assert_close(got, want, atol=1e-4 * max(float(want.abs().max()), 1.0), rtol=0)
 
 
-@pytest.mark.parametrize("use_clutter", [True, False])
-@pytest.mark.parametrize("single_bin", [False, True])
-def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single_bin, monkeypatch):
-    """Two category models, three (model, image) items: loss and gradients to the pose, latent and scale."""
+@functools.lru_cache(maxsize=1)
+def _ntdm_items():
+    """Two category models and three (model, image) items on two feature maps, for ``surface_loss``."""
     from ntdmbench.ntdm import inference as ntdm
     from ntdmbench.ntdm.deformable import DeformableMesh
-    from ntdmbench.ntdm.textures import NeuralTexture, bin_rotations, feature_table
+    from ntdmbench.ntdm.textures import NeuralTexture, bin_rotations
 
     gen = torch.Generator().manual_seed(0)
     models = []
@@ -163,25 +163,53 @@ def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single
     clutter = torch.rand(2, h, w, generator=gen) * 0.4
     valid = torch.ones(2, h, w, dtype=torch.bool)
     valid[1, :, :5] = False
+    return models, features, clutter, valid
+
+
+def _ntdm_loss_and_grads(azimuth, use_clutter=True, single_bin=False, cache=None):
+    """Loss of ``_ntdm_items``' three items at ``azimuth`` (3,) and its gradients to the pose, latent and scale."""
+    from ntdmbench.ntdm import inference as ntdm
+    from ntdmbench.ntdm.textures import feature_table
+
+    models, features, clutter, valid = _ntdm_items()
     image, item_model = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
     principal, focal = torch.tensor([[w / 2, h / 2]]).expand(3, 2), torch.full((3,), 3000.0 / STRIDE * 0.6)
+    C = camera_position(azimuth, torch.tensor([0.25, 0.1, 0.5]), torch.tensor([5.4, 5.0, 6.0])).requires_grad_(True)
+    theta = torch.tensor([0.05, -0.1, 0.2], requires_grad=True)
+    z = torch.tensor([[0.1, 0.8, 0.1], [0.4, 0.3, 0.3], [0.0, 0.0, 1.0]], requires_grad=True)
+    log_scale = (0.1 * torch.randn(3, 3, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    camera = Camera(*rc.position_to_angles(C)[:2], theta, rc.position_to_angles(C)[2], principal, focal)
+    vertices = torch.cat([models[0].mesh(z[:2], log_scale[:2].exp()), models[1].mesh(z[2:], log_scale[2:].exp())])
+    loss = ntdm.reconstruction_loss(models, vertices, camera, item_model, image, features, feature_table(features),
+                                    clutter[image] if use_clutter else None, valid[image], single_bin, cache)
+    return loss, torch.autograd.grad((loss * torch.tensor([1.0, 2.0, 3.0])).sum(), [C, theta, z, log_scale])
 
-    def loss_and_grads(fused):
-        monkeypatch.setenv(fused_score.ENV, fused)
-        C = camera_position(torch.tensor([0.9, 2.0, 4.0]), torch.tensor([0.25, 0.1, 0.5]),
-                            torch.tensor([5.4, 5.0, 6.0])).requires_grad_(True)
-        theta = torch.tensor([0.05, -0.1, 0.2], requires_grad=True)
-        z = torch.tensor([[0.1, 0.8, 0.1], [0.4, 0.3, 0.3], [0.0, 0.0, 1.0]], requires_grad=True)
-        log_scale = (0.1 * torch.randn(3, 3, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
-        camera = Camera(*rc.position_to_angles(C)[:2], theta, rc.position_to_angles(C)[2], principal, focal)
-        vertices = torch.cat([models[0].mesh(z[:2], log_scale[:2].exp()), models[1].mesh(z[2:], log_scale[2:].exp())])
-        loss = ntdm.reconstruction_loss(models, vertices, camera, item_model, image, features, feature_table(features),
-                                        clutter[image] if use_clutter else None, valid[image], single_bin)
-        return loss, torch.autograd.grad((loss * torch.tensor([1.0, 2.0, 3.0])).sum(), [C, theta, z, log_scale])
 
-    fused_loss, fused_grads = loss_and_grads("1")
-    torch_loss, torch_grads = loss_and_grads("0")
+@pytest.mark.parametrize("use_clutter", [True, False])
+@pytest.mark.parametrize("single_bin", [False, True])
+def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single_bin, monkeypatch):
+    """Two category models, three (model, image) items: loss and gradients to the pose, latent and scale."""
+    azimuth = torch.tensor([0.9, 2.0, 4.0])
+    monkeypatch.setenv(fused_score.ENV, "1")
+    fused_loss, fused_grads = _ntdm_loss_and_grads(azimuth, use_clutter, single_bin)
+    monkeypatch.setenv(fused_score.ENV, "0")
+    torch_loss, torch_grads = _ntdm_loss_and_grads(azimuth, use_clutter, single_bin)
     torch.testing.assert_close(fused_loss, torch_loss, atol=1e-6, rtol=0)
     for got, want in zip(fused_grads, torch_grads):
         assert float(want.abs().max()) > 0
         torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()), rtol=0)
+
+
+def test_ntdm_surface_loss_dot_cache_carries_over_steps():
+    """A dot cache filled at one pose serves the next: where pixels changed cell it is refreshed, so the loss and
+    gradients equal a fresh cache's."""
+    cache = fused_score.dot_cache(3, h * w, 7)
+    _ntdm_loss_and_grads(torch.tensor([0.9, 2.0, 4.0]), cache=cache)
+    filled = cache[0].clone()
+    moved = torch.tensor([0.97, 2.05, 4.1])
+    warm_loss, warm_grads = _ntdm_loss_and_grads(moved, cache=cache)
+    assert (cache[0] != filled).any() and (cache[0] == filled).any()  # some pixels changed cell, some stayed
+    fresh_loss, fresh_grads = _ntdm_loss_and_grads(moved)
+    torch.testing.assert_close(warm_loss, fresh_loss, atol=0, rtol=0)
+    for got, want in zip(warm_grads, fresh_grads):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
