@@ -260,7 +260,7 @@ std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta,
 struct Texture {
   const float* tex;  // (q, q, NB, d)
   int64_t q, NB, d;
-  float* gram = nullptr;  // (q * q, 4 NB, 4 NB) Gram matrices of the cells' texels, filled on first use ...
+  float* gram = nullptr;  // (q * q, 4 NB, 32) Gram matrices of the cells' texels, filled on first use ...
   int32_t* gram_state = nullptr;  // (q * q,) ... 0: empty, 1: being written, 2: ready
 };
 
@@ -367,18 +367,23 @@ static inline __attribute__((always_inline)) float blend_score(const Texture& X,
   return float(s);
 }
 
-// The Gram matrix G[c b][c' b'] = <T_c[b], T_c'[b']> (4 NB x 4 NB) of a cell's corner texels: image-independent,
-// so it is computed once per texture cell and kept in X.gram. A thread that finds the cell being written by another
-// computes its own copy into `scratch`.
+// A cell's 4 NB <= 28 (corner, bin) pairs, padded to one fixed width so that the small products below are two
+// AVX-512 vectors with no remainder loop.
+constexpr int64_t KP = 32;
+
+// The Gram matrix G[c b][c' b'] = <T_c[b], T_c'[b']> (4 NB rows of KP, zero-padded) of a cell's corner texels:
+// image-independent, so it is computed once per texture cell and kept in X.gram. A thread that finds the cell being
+// written by another computes its own copy into `scratch`.
 static inline __attribute__((always_inline)) const float* cell_gram(const Texture& X, const Footprint& P,
                                                                      float* scratch) {
   const int64_t K = 4 * X.NB, d = X.d;
-  float* slot = X.gram + P.cell * K * K;
+  float* slot = X.gram + P.cell * K * KP;
   int32_t* state = X.gram_state + P.cell;
   if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2) return slot;
   int32_t empty = 0;
   const bool mine = __atomic_compare_exchange_n(state, &empty, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
   float* G = mine ? slot : scratch;
+  std::fill(G, G + K * KP, 0.f);
   for (int64_t i = 0; i < K; ++i) {
     const float* ti = P.T[i / X.NB] + (i % X.NB) * d;
     for (int64_t j = i; j < K; ++j) {
@@ -386,7 +391,7 @@ static inline __attribute__((always_inline)) const float* cell_gram(const Textur
       float acc = 0;
 #pragma omp simd reduction(+ : acc)
       for (int64_t k = 0; k < d; ++k) acc += ti[k] * tj[k];
-      G[i * K + j] = G[j * K + i] = acc;
+      G[i * KP + j] = G[j * KP + i] = acc;
     }
   }
   if (mine) __atomic_store_n(state, 2, __ATOMIC_RELEASE);
@@ -395,8 +400,9 @@ static inline __attribute__((always_inline)) const float* cell_gram(const Textur
 
 // blend_score's number and gradients from dot products instead of the blended vector: with a_cb = w_c alpha_b,
 // s = sum a_cb D_cb / n, D_cb = <T_c[b], f>, n^2 = a' G a (cell_gram). D of a pixel's cell is kept in `dots`
-// (4 NB floats) while the pixel stays in that cell (`cached_cell`), so a step touches 4 nb dot products of d
-// only where a pixel moved to another cell, and G's K^2 floats instead of the 4 nb d texel values.
+// (KP floats, zero past 4 NB) while the pixel stays in that cell (`cached_cell`), so a step computes 4 nb dot
+// products of d only where a pixel moved to another cell, and reads G's 4 NB x KP floats instead of the 4 nb d
+// texel values.
 static inline __attribute__((always_inline)) float gram_score(const Texture& X, double u, double v, const float* alpha,
                                                               int64_t nb, const float* f, int32_t* cached_cell, float* dots,
                                                               float* guv, float* galpha, float* scratch) {
@@ -414,36 +420,31 @@ static inline __attribute__((always_inline)) float gram_score(const Texture& X, 
     *cached_cell = int32_t(P.cell);
   }
   const float* G = cell_gram(X, P, scratch);
-  float a[28] = {0}, Ga[28] = {0};
+  float a[KP] = {0}, Ga[KP] = {0};
   for (int c = 0; c < 4; ++c)
     for (int64_t b = 0; b < nb; ++b) a[c * NB + b] = P.w[c] * alpha[b];
   for (int64_t j = 0; j < K; ++j) {  // Ga = G a, column by column (G is symmetric)
-    if (a[j] == 0) continue;
-    const float* col = G + j * K;
+    const float* col = G + j * KP;
     const float aj = a[j];
 #pragma omp simd
-    for (int64_t i = 0; i < K; ++i) Ga[i] += col[i] * aj;
+    for (int64_t i = 0; i < KP; ++i) Ga[i] += col[i] * aj;
   }
   float dotf = 0, nsqf = 0;
-  for (int c = 0; c < 4; ++c)
 #pragma omp simd reduction(+ : dotf, nsqf)
-    for (int64_t b = 0; b < nb; ++b) {
-      dotf += a[c * NB + b] * dots[c * NB + b];
-      nsqf += a[c * NB + b] * Ga[c * NB + b];
-    }
-  const double dot = dotf, nsq = nsqf;
-  const double n = std::sqrt(std::max(nsq, 0.0)), s = dot / std::max(n, 1e-12);
+  for (int64_t i = 0; i < KP; ++i) { dotf += a[i] * dots[i]; nsqf += a[i] * Ga[i]; }
+  const double n = std::sqrt(std::max(double(nsqf), 0.0)), s = dotf / std::max(n, 1e-12);
   if (guv == nullptr) return float(s);
-  // d s / d a_cb = <g, T_c[b]> with g = (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
-  const double sn = n > 1e-12 ? s / n : 0.0, inv = 1.0 / std::max(n, 1e-12);
+  // d s / d a_cb = <g, T_c[b]> = e_cb with g = (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
+  const float sn = n > 1e-12 ? float(s / n) : 0.f, inv = float(1.0 / std::max(n, 1e-12));
+  float e[KP];
+#pragma omp simd
+  for (int64_t i = 0; i < KP; ++i) e[i] = (dots[i] - sn * Ga[i]) * inv;
   double gw[4] = {0, 0, 0, 0};
   for (int64_t b = 0; b < nb; ++b) galpha[b] = 0;
   for (int c = 0; c < 4; ++c)
     for (int64_t b = 0; b < nb; ++b) {
-      const int64_t i = c * NB + b;
-      const double e = (dots[i] - sn * Ga[i]) * inv;
-      galpha[b] += float(P.w[c] * e);
-      gw[c] += alpha[b] * e;
+      galpha[b] += P.w[c] * e[c * NB + b];
+      gw[c] += alpha[b] * e[c * NB + b];
     }
   uv_gradient(P, X.q, gw, guv);
   return float(s);
@@ -489,11 +490,12 @@ std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv,
 }
 
 // NTDM's render-and-compare loss of N deformed meshes sharing faces and corner UVs, and its gradient: per item n,
-// rasterise screen[n] (the winner search in the screen dtype, as render.py's torch backend), interpolate vertex
-// normals and positions vattr[n] (V, 6) and the corner UVs (F, 3, 2) with perspective-correct barycentrics, then as
-// textures.py: n = normalize(normal), d = normalize(centre[n] - position), alpha = softmax_b(T (R_b n) . d),
-// s = blend_score(texture of model item_model[n]), and render_compare.loss_fg_bg (loss_fg_only without clutter)
-// over the valid pixels. Returns loss (N,), and with with_grad d loss / d screen, vattr, centre.
+// rasterise screen[n] (the winner search in the screen dtype, as render.py's torch backend), interpolate the unit
+// vertex normals and positions of vertices[n] (vertex_attributes) and the corner UVs (F, 3, 2) with
+// perspective-correct barycentrics, then as textures.py: n = normalize(normal), d = normalize(centre[n] - position),
+// alpha = softmax_b(T (R_b n) . d), s = gram_score (blend_score's number) with the texture of model item_model[n], and
+// render_compare.loss_fg_bg (loss_fg_only without clutter) over the valid pixels. Returns loss (N,), and with
+// with_grad d loss / d screen, vertices, centre.
 struct SurfaceArgs {
   const int64_t* faces;
   const double* cuv;  // (F, 3, 2)
@@ -527,8 +529,8 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   for (int64_t p = 0; p < P; ++p) nv += valid[p];
   nv = std::max(nv, 1.0);
   int32_t* cached_cell = A.cached_cell + n * P;
-  float* dots = A.dots + n * P * 4 * X.NB;
-  std::vector<float> alpha(nb), galpha(nb), scratch(16 * X.NB * X.NB);
+  float* dots = A.dots + n * P * KP;
+  std::vector<float> alpha(nb), galpha(nb), scratch(4 * X.NB * KP);
   for (int64_t pix = 0; pix < P; ++pix) {
     const int64_t fi = win[pix];
     const double cl = clut ? clut[pix] : 0.0;
@@ -580,7 +582,7 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     float guv[2];
     const bool grad = A.with_grad;
     const float s = gram_score(X, uv[0], uv[1], alpha.data(), nb, frows + pix * d, cached_cell + pix,
-                               dots + pix * 4 * X.NB, grad ? guv : nullptr, galpha.data(), scratch.data());
+                               dots + pix * KP, grad ? guv : nullptr, galpha.data(), scratch.data());
     double G;  // d loss / d s
     if (clut) {
       acc += valid[pix] * (std::max(double(s), cl) - cl);
@@ -618,18 +620,81 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   *loss = 1.0 - acc / nv;
 }
 
-// One mesh per task, on the caller's threads (not torch's: the loop around runs torch on fewer).
+// Per vertex (V, 6): the unit normal (meshes.vertex_normals: the sum of the adjacent faces' area-weighted normals
+// cross(v1 - v0, v2 - v0), F.normalize'd) and the position. `raw` (V, 3) keeps the sums for the backward.
 template <typename T>
-static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, const T* screen, const double* vattr,
-                          const double* centre, double* loss, double* gscr, double* gattr, double* gcentre) {
-  const int64_t V = A.V;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t n = 0; n < N; ++n)
-    surface_item<T>(A, n, screen + n * V * 3, vattr + n * V * 6, centre + n * 3, loss + n, gscr + n * V * 3,
-                    gattr + n * V * 6, gcentre + n * 3);
+static void vertex_attributes(const T* verts, const int64_t* faces, int64_t V, int64_t F, double* attr, double* raw) {
+  std::fill(raw, raw + V * 3, 0.0);
+  for (int64_t f = 0; f < F; ++f) {
+    const int64_t* vi = faces + f * 3;
+    double e1[3], e2[3];
+    for (int i = 0; i < 3; ++i) {
+      e1[i] = double(verts[vi[1] * 3 + i]) - verts[vi[0] * 3 + i];
+      e2[i] = double(verts[vi[2] * 3 + i]) - verts[vi[0] * 3 + i];
+    }
+    const double n[3] = {e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]};
+    for (int k = 0; k < 3; ++k)
+      for (int i = 0; i < 3; ++i) raw[vi[k] * 3 + i] += n[i];
+  }
+  for (int64_t v = 0; v < V; ++v) {
+    const double* r = raw + v * 3;
+    const double inv = 1.0 / std::max(std::sqrt(r[0] * r[0] + r[1] * r[1] + r[2] * r[2]), 1e-12);
+    for (int i = 0; i < 3; ++i) { attr[v * 6 + i] = r[i] * inv; attr[v * 6 + 3 + i] = verts[v * 3 + i]; }
+  }
 }
 
-std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vattr, torch::Tensor centre,
+// d loss / d vertices (added to gverts, (V, 3)) from d loss / d vertex_attributes (gattr, (V, 6)).
+template <typename T>
+static void vertex_attributes_backward(const T* verts, const int64_t* faces, int64_t V, int64_t F, const double* raw,
+                                       const double* gattr, double* gverts) {
+  std::vector<double> graw(V * 3);
+  for (int64_t v = 0; v < V; ++v) {  // through F.normalize, then the position's own gradient
+    const double* r = raw + v * 3;
+    const double* g = gattr + v * 6;
+    const double len = std::sqrt(r[0] * r[0] + r[1] * r[1] + r[2] * r[2]);
+    if (len > 1e-12) {
+      const double gn = (r[0] * g[0] + r[1] * g[1] + r[2] * g[2]) / (len * len);
+      for (int i = 0; i < 3; ++i) graw[v * 3 + i] = (g[i] - r[i] * gn) / len;
+    } else {
+      for (int i = 0; i < 3; ++i) graw[v * 3 + i] = g[i] / 1e-12;
+    }
+    for (int i = 0; i < 3; ++i) gverts[v * 3 + i] += g[3 + i];
+  }
+  for (int64_t f = 0; f < F; ++f) {  // n = e1 x e2: d/de1 = e2 x g, d/de2 = g x e1
+    const int64_t* vi = faces + f * 3;
+    double e1[3], e2[3], g[3];
+    for (int i = 0; i < 3; ++i) {
+      e1[i] = double(verts[vi[1] * 3 + i]) - verts[vi[0] * 3 + i];
+      e2[i] = double(verts[vi[2] * 3 + i]) - verts[vi[0] * 3 + i];
+      g[i] = graw[vi[0] * 3 + i] + graw[vi[1] * 3 + i] + graw[vi[2] * 3 + i];
+    }
+    const double g1[3] = {e2[1] * g[2] - e2[2] * g[1], e2[2] * g[0] - e2[0] * g[2], e2[0] * g[1] - e2[1] * g[0]};
+    const double g2[3] = {g[1] * e1[2] - g[2] * e1[1], g[2] * e1[0] - g[0] * e1[2], g[0] * e1[1] - g[1] * e1[0]};
+    for (int i = 0; i < 3; ++i) {
+      gverts[vi[1] * 3 + i] += g1[i];
+      gverts[vi[2] * 3 + i] += g2[i];
+      gverts[vi[0] * 3 + i] -= g1[i] + g2[i];
+    }
+  }
+}
+
+// One mesh per task, on the caller's threads (not torch's: the loop around runs torch on fewer).
+template <typename T>
+static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, const T* screen, const T* verts,
+                          const double* centre, double* loss, double* gscr, double* gverts, double* gcentre) {
+  const int64_t V = A.V;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<double> attr(V * 6), raw(V * 3), gattr(V * 6, 0.0);
+    vertex_attributes(verts + n * V * 3, A.faces, V, A.F, attr.data(), raw.data());
+    surface_item<T>(A, n, screen + n * V * 3, attr.data(), centre + n * 3, loss + n, gscr + n * V * 3, gattr.data(),
+                    gcentre + n * 3);
+    if (A.with_grad)
+      vertex_attributes_backward(verts + n * V * 3, A.faces, V, A.F, raw.data(), gattr.data(), gverts + n * V * 3);
+  }
+}
+
+std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor verts, torch::Tensor centre,
                                         torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
                                         double temperature, std::vector<torch::Tensor> texels,
                                         std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
@@ -637,7 +702,7 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vatt
                                         torch::Tensor cached_cell, torch::Tensor dots, int64_t H, int64_t W,
                                         bool with_grad, int64_t threads) {
   screen = screen.contiguous();
-  vattr = vattr.to(torch::kDouble).contiguous();
+  verts = verts.to(screen.scalar_type()).contiguous();
   centre = centre.to(torch::kDouble).contiguous();
   faces = faces.to(torch::kLong).contiguous();
   corner_uv = corner_uv.to(torch::kDouble).contiguous();
@@ -651,8 +716,8 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vatt
   valid = valid.to(torch::kFloat).contiguous();
   const int64_t N = screen.size(0), V = screen.size(1), F = faces.size(0), nb = rotations.size(0);
   TORCH_CHECK(nb <= 7, "surface_loss: at most 7 bins");
-  TORCH_CHECK(vattr.size(0) == N && vattr.size(1) == V && vattr.size(2) == 6 && corner_uv.size(0) == F,
-              "surface_loss: screen (N, V, 3), vattr (N, V, 6), corner_uv (F, 3, 2)");
+  TORCH_CHECK(verts.size(0) == N && verts.size(1) == V && verts.size(2) == 3 && corner_uv.size(0) == F,
+              "surface_loss: screen (N, V, 3), vertices (N, V, 3), corner_uv (F, 3, 2)");
   SurfaceArgs A{faces.data_ptr<int64_t>(), corner_uv.data_ptr<double>(), rotations.data_ptr<double>(), temperature,
                 V, F, H, W, nb, {}, item_model.data_ptr<int64_t>(), image.data_ptr<int64_t>(),
                 feats.data_ptr<float>(), use_clutter ? clut.data_ptr<float>() : nullptr, valid.data_ptr<float>(),
@@ -663,26 +728,26 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vatt
   for (size_t i = 0; i < texels.size(); ++i) {
     auto& t = texels[i];
     TORCH_CHECK(t.size(2) == NB && NB >= nb && NB <= 7 && t.size(3) == feats.size(1), "surface_loss: texels (q, q, NB >= nb, d)");
-    TORCH_CHECK(grams[i].dtype() == torch::kFloat && grams[i].is_contiguous() && grams[i].numel() == t.size(0) * t.size(1) * 16 * NB * NB
+    TORCH_CHECK(grams[i].dtype() == torch::kFloat && grams[i].is_contiguous() && grams[i].numel() == t.size(0) * t.size(1) * 4 * NB * KP
                 && gram_states[i].dtype() == torch::kInt && gram_states[i].is_contiguous()
-                && gram_states[i].numel() == t.size(0) * t.size(1), "surface_loss: Gram cache (q * q, 4 NB, 4 NB), state (q * q,)");
+                && gram_states[i].numel() == t.size(0) * t.size(1), "surface_loss: Gram cache (q * q, 4 NB, 32), state (q * q,)");
     A.textures.push_back({t.data_ptr<float>(), t.size(0), NB, t.size(3), grams[i].data_ptr<float>(),
                           gram_states[i].data_ptr<int32_t>()});
   }
   TORCH_CHECK(cached_cell.dtype() == torch::kInt && cached_cell.is_contiguous() && cached_cell.numel() == N * H * W
-              && dots.dtype() == torch::kFloat && dots.is_contiguous() && dots.numel() == N * H * W * 4 * NB,
-              "surface_loss: dot cache cell (N, h * w) int32, dots (N, h * w, 4 NB) float32");
+              && dots.dtype() == torch::kFloat && dots.is_contiguous() && dots.numel() == N * H * W * KP,
+              "surface_loss: dot cache cell (N, h * w) int32, dots (N, h * w, 32) float32");
   A.cached_cell = cached_cell.data_ptr<int32_t>();
   A.dots = dots.data_ptr<float>();
   auto dopt = torch::TensorOptions().dtype(torch::kDouble);
-  torch::Tensor loss = torch::zeros({N}, dopt), gscr = torch::zeros({N, V, 3}, dopt), gattr = torch::zeros({N, V, 6}, dopt),
+  torch::Tensor loss = torch::zeros({N}, dopt), gscr = torch::zeros({N, V, 3}, dopt), gverts = torch::zeros({N, V, 3}, dopt),
                 gcentre = torch::zeros({N, 3}, dopt);
   AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "surface_loss", [&] {
     surface_items<scalar_t>(A, N, std::max<int64_t>(1, std::min(threads, N)), screen.data_ptr<scalar_t>(),
-                            vattr.data_ptr<double>(), centre.data_ptr<double>(), loss.data_ptr<double>(),
-                            gscr.data_ptr<double>(), gattr.data_ptr<double>(), gcentre.data_ptr<double>());
+                            verts.data_ptr<scalar_t>(), centre.data_ptr<double>(), loss.data_ptr<double>(),
+                            gscr.data_ptr<double>(), gverts.data_ptr<double>(), gcentre.data_ptr<double>());
   });
-  return {loss, gscr, gattr, gcentre};
+  return {loss, gscr, gverts, gcentre};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

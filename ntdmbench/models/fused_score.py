@@ -144,33 +144,36 @@ def texture_score(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, f
 
 class _SurfaceLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, screen, vertex_attributes, centre, arguments):
+    def forward(ctx, screen, vertices, centre, arguments):
         with_grad = any(ctx.needs_input_grad[:3])
-        loss, *grads = _extension().surface_loss(screen.detach(), vertex_attributes.detach(), centre.detach(),
-                                                 *arguments, with_grad, threads.kernel_threads())
-        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (screen, vertex_attributes, centre))))
+        loss, *grads = _extension().surface_loss(screen.detach(), vertices.detach(), centre.detach(), *arguments,
+                                                 with_grad, threads.kernel_threads())
+        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (screen, vertices, centre))))
         return loss.to(screen.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
         g = grad_loss[:, None, None]
-        grad_screen, grad_attributes, grad_centre = ctx.saved_tensors
-        return grad_screen * g, grad_attributes * g, grad_centre * grad_loss[:, None], None
+        grad_screen, grad_vertices, grad_centre = ctx.saved_tensors
+        return grad_screen * g, grad_vertices * g, grad_centre * grad_loss[:, None], None
+
+
+PAIRS = 32  # a texel cell's 4 corners x at most 7 bins, padded: the kernel's row width
 
 
 def gram_cache(q: int, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An empty cache of a q x q texture's cell Gram matrices for ``surface_loss`` (filled as cells are used):
-    ``(q * q, 4 bins, 4 bins)`` float32 (untouched pages cost no memory) and ``(q * q,)`` int32 states."""
-    return torch.empty(q * q, 4 * bins, 4 * bins), torch.zeros(q * q, dtype=torch.int32)
+    ``(q * q, 4 bins, PAIRS)`` float32 (untouched pages cost no memory) and ``(q * q,)`` int32 states."""
+    return torch.empty(q * q, 4 * bins, PAIRS), torch.zeros(q * q, dtype=torch.int32)
 
 
-def dot_cache(items: int, pixels: int, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dot_cache(items: int, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An empty cache of each item's per-pixel texel-feature dot products for ``surface_loss``: valid for calls
     with the same items (mesh, texture, image), i.e. one fit's steps."""
-    return torch.full((items, pixels), -1, dtype=torch.int32), torch.zeros(items, pixels, 4 * bins)
+    return torch.full((items, pixels), -1, dtype=torch.int32), torch.zeros(items, pixels, PAIRS)
 
 
-def surface_loss(screen: torch.Tensor, normals: torch.Tensor, vertices: torch.Tensor, centre: torch.Tensor,
+def surface_loss(screen: torch.Tensor, vertices: torch.Tensor, centre: torch.Tensor,
                  faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor, temperature: float,
                  texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]], item_model: torch.Tensor,
                  feature_rows: torch.Tensor, image: torch.Tensor, clutter: torch.Tensor | None, valid: torch.Tensor,
@@ -178,21 +181,21 @@ def surface_loss(screen: torch.Tensor, normals: torch.Tensor, vertices: torch.Te
     """``(N,)`` NTDM render-and-compare losses of N deformed meshes (``loss_fg_bg``, or ``loss_fg_only`` when
     ``clutter`` is None), the whole chain of ``textures.surface_scores`` + ``compare_loss`` in one pass per mesh.
 
-    ``screen (N, V, 3)`` is ``Camera.transform`` of the meshes, ``normals`` and ``vertices (N, V, 3)`` their unit
-    vertex normals and CAD-frame positions, ``centre (N, 3)`` the camera centres; ``faces (F, 3)`` and the
+    ``screen (N, V, 3)`` is ``Camera.transform`` of the meshes ``vertices (N, V, 3)`` (CAD frame; their vertex
+    normals are ``meshes.vertex_normals``'), ``centre (N, 3)`` the camera centres; ``faces (F, 3)`` and the
     per-corner UVs ``corner_uv (F, 3, 2)`` are shared. Item n is textured by ``texels[item_model[n]]``
     (``NeuralTexture.texels``, its first ``len(rotations)`` bins; ``grams`` their ``gram_cache``s) and compared with
     image ``image[n]``: ``feature_rows`` is ``feature_table`` of the ``(B, d, h, w)`` maps, ``clutter`` and ``valid``
     are ``(N, h, w)``. ``cache`` (``dot_cache``) carries the texel-feature dot products from one call to the next
-    over the steps of a fit; None: a fresh one. Differentiable in ``screen``, ``normals``, ``vertices`` and ``centre``.
+    over the steps of a fit; None: a fresh one. Differentiable in ``screen``, ``vertices`` and ``centre``.
     """
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
-    cache = dot_cache(N, h * w, texels[0].shape[2]) if cache is None else cache
+    cache = dot_cache(N, h * w) if cache is None else cache
     arguments = (faces, corner_uv, rotations, float(temperature), list(texels), [g for g, _ in grams],
                  [state for _, state in grams], item_model, feature_rows, image, clut, valid.reshape(N, h * w), *cache,
                  h, w)
-    return _SurfaceLoss.apply(screen, torch.cat([normals, vertices], -1), centre, arguments)
+    return _SurfaceLoss.apply(screen, vertices, centre, arguments)
 
 
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ntdmbench.models import fused_score, meshes
+from ntdmbench.models import fused_score
 from ntdmbench.models.camera import Camera, camera_position, position_to_angles
 from ntdmbench.models.render import rasterize
 from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, initial_poses
@@ -312,10 +312,9 @@ def reconstruction_loss(models: list[CategoryModel], vertices: torch.Tensor, cam
     size = tuple(features.shape[-2:])
     rotations = first.rotations[:1 if single_bin else first.texture.n_bins]
     if fused_score.available(vertices.device):
-        faces = first.mesh.faces
         return fused_score.surface_loss(
-            camera.transform(vertices), meshes.vertex_normals(vertices, faces), vertices,
-            camera_position(camera.azimuth, camera.elevation, camera.distance), faces, first.uvs[first.face_uvs],
+            camera.transform(vertices), vertices, camera_position(camera.azimuth, camera.elevation, camera.distance),
+            first.mesh.faces, first.uvs[first.face_uvs],
             rotations, first.alpha_temperature, [m.texture.texels() for m in models],
             [m.texture.gram_cache() for m in models], item_model, table, image, clut, valid, cache)
     surface = first.surface(vertices, camera, size)
@@ -394,8 +393,7 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
         item_clut = None if clut is None else clut[image]
         item_principal, item_focal = principal[image].to(dtype), focal[image].to(dtype)
         deform = StackedMeshes([m.mesh for m in models], item_model)
-        cache = (fused_score.dot_cache(N, table.shape[0] // len(features), models[0].texture.n_bins)
-                 if fused_score.available(features.device) else None)
+        cache = fused_score.dot_cache(N, table.shape[0] // len(features)) if fused_score.available(features.device) else None
 
         def loss_at() -> torch.Tensor:
             a, e, d = position_to_angles(C)

@@ -203,7 +203,7 @@ def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single
 def test_ntdm_surface_loss_dot_cache_carries_over_steps():
     """A dot cache filled at one pose serves the next: where pixels changed cell it is refreshed, so the loss and
     gradients equal a fresh cache's."""
-    cache = fused_score.dot_cache(3, h * w, 7)
+    cache = fused_score.dot_cache(3, h * w)
     _ntdm_loss_and_grads(torch.tensor([0.9, 2.0, 4.0]), cache=cache)
     filled = cache[0].clone()
     moved = torch.tensor([0.97, 2.05, 4.1])
