@@ -195,9 +195,54 @@ torch::Tensor pix_to_face(torch::Tensor screen, torch::Tensor faces, int64_t H, 
   return out;
 }
 
-// The same loss for cameras given as NeMo's optimisation variables: centre C (B, 3) looking at the origin
-// and in-plane theta (B,). R = Rz(theta) [row1; row3 x row1; row3], row3 = C / |C|, row1 = (-Cy, Cx, 0) / rho
-// (camera.py's rotation_matrix at position_to_angles(C)), t = (0, 0, -|C|); returns loss, dloss/dC, dloss/dtheta.
+// A camera at centre c (CAD frame) looking at the origin with in-plane rotation theta, as camera.py's rotation_matrix
+// at position_to_angles(c): R = Rz(theta) [row1; row3 x row1; row3], row3 = c / |c|, row1 = (-cy, cx, 0) / rho,
+// t = (0, 0, -|c|).
+struct CentrePose {
+  double R[9], rows[9];  // rows: row1, row2, row3 before the in-plane rotation
+  double d, rho, ct, st;
+};
+
+static CentrePose centre_pose(const double* c, double theta) {
+  CentrePose P;
+  P.rho = std::sqrt(c[0] * c[0] + c[1] * c[1]);
+  P.d = std::sqrt(P.rho * P.rho + c[2] * c[2]);
+  double *r1 = P.rows, *r2 = P.rows + 3, *r3 = P.rows + 6;
+  r1[0] = -c[1] / P.rho; r1[1] = c[0] / P.rho; r1[2] = 0;
+  for (int i = 0; i < 3; ++i) r3[i] = c[i] / P.d;
+  r2[0] = r3[1] * r1[2] - r3[2] * r1[1]; r2[1] = r3[2] * r1[0] - r3[0] * r1[2]; r2[2] = r3[0] * r1[1] - r3[1] * r1[0];
+  P.ct = std::cos(theta); P.st = std::sin(theta);
+  for (int j = 0; j < 3; ++j) {
+    P.R[j] = P.ct * r1[j] - P.st * r2[j]; P.R[3 + j] = P.st * r1[j] + P.ct * r2[j]; P.R[6 + j] = r3[j];
+  }
+  return P;
+}
+
+// d loss / d c and d loss / d theta (written to gc, gtheta) from d loss / d R (gR, 3 x 3) and d loss / d |c| (gd).
+static void centre_pose_backward(const CentrePose& P, const double* c, const double* gR, double gd, double* gc,
+                                 double* gtheta) {
+  const double *r1 = P.rows, *r3 = P.rows + 6;
+  double g1[3], g2[3], g3[3], gt_ = 0;
+  for (int j = 0; j < 3; ++j) {
+    gt_ += -gR[j] * P.R[3 + j] + gR[3 + j] * P.R[j];
+    g1[j] = P.ct * gR[j] + P.st * gR[3 + j];
+    g2[j] = -P.st * gR[j] + P.ct * gR[3 + j];
+    g3[j] = gR[6 + j];
+  }
+  *gtheta = gt_;
+  // row2 = row3 x row1: g3 += row1 x g2, g1 += g2 x row3
+  g3[0] += r1[1] * g2[2] - r1[2] * g2[1]; g3[1] += r1[2] * g2[0] - r1[0] * g2[2]; g3[2] += r1[0] * g2[1] - r1[1] * g2[0];
+  g1[0] += g2[1] * r3[2] - g2[2] * r3[1]; g1[1] += g2[2] * r3[0] - g2[0] * r3[2]; g1[2] += g2[0] * r3[1] - g2[1] * r3[0];
+  const double rho = P.rho, d = P.d;
+  const double g1n = -g1[0] * c[1] + g1[1] * c[0], g3c = g3[0] * c[0] + g3[1] * c[1] + g3[2] * c[2];
+  gc[0] = g1[1] / rho - g1n * c[0] / (rho * rho * rho);
+  gc[1] = -g1[0] / rho - g1n * c[1] / (rho * rho * rho);
+  gc[2] = 0;
+  for (int i = 0; i < 3; ++i) gc[i] += g3[i] / d - c[i] * g3c / (d * d * d) + gd * c[i] / d;
+}
+
+// The same loss for cameras given as NeMo's optimisation variables: centre C (B, 3) and in-plane theta (B,)
+// (centre_pose); returns loss, dloss/dC, dloss/dtheta.
 std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor verts, torch::Tensor faces,
                                            torch::Tensor principal, torch::Tensor focal, torch::Tensor sim,
                                            torch::Tensor clut, int64_t H, int64_t W) {
@@ -207,48 +252,17 @@ std::vector<torch::Tensor> pose_score_loss(torch::Tensor C, torch::Tensor theta,
   auto dopt = torch::TensorOptions().dtype(torch::kDouble);
   torch::Tensor R = torch::empty({B, 3, 3}, dopt), t = torch::zeros({B, 3}, dopt);
   torch::Tensor gC = torch::zeros({B, 3}, dopt), gth = torch::zeros({B}, dopt);
-  std::vector<double> rows(B * 9);  // row1, row2, row3 per image
+  std::vector<CentrePose> poses;
   for (int64_t b = 0; b < B; ++b) {
-    const double* c = C.data_ptr<double>() + b * 3;
-    const double rho = std::sqrt(c[0] * c[0] + c[1] * c[1]), d = std::sqrt(rho * rho + c[2] * c[2]);
-    double* r1 = &rows[b * 9]; double* r2 = r1 + 3; double* r3 = r1 + 6;
-    r1[0] = -c[1] / rho; r1[1] = c[0] / rho; r1[2] = 0;
-    for (int i = 0; i < 3; ++i) r3[i] = c[i] / d;
-    r2[0] = r3[1] * r1[2] - r3[2] * r1[1]; r2[1] = r3[2] * r1[0] - r3[0] * r1[2]; r2[2] = r3[0] * r1[1] - r3[1] * r1[0];
-    const double ct = std::cos(theta.data_ptr<double>()[b]), st = std::sin(theta.data_ptr<double>()[b]);
-    double* Rb = R.data_ptr<double>() + b * 9;
-    for (int j = 0; j < 3; ++j) {
-      Rb[j] = ct * r1[j] - st * r2[j]; Rb[3 + j] = st * r1[j] + ct * r2[j]; Rb[6 + j] = r3[j];
-    }
-    t.data_ptr<double>()[b * 3 + 2] = -d;
+    poses.push_back(centre_pose(C.data_ptr<double>() + b * 3, theta.data_ptr<double>()[b]));
+    std::copy(poses[b].R, poses[b].R + 9, R.data_ptr<double>() + b * 9);
+    t.data_ptr<double>()[b * 3 + 2] = -poses[b].d;
   }
   auto out = render_score_loss(verts, faces, R, t, principal, focal, sim, clut, H, W);
-  for (int64_t b = 0; b < B; ++b) {
-    const double* c = C.data_ptr<double>() + b * 3;
-    const double* Rb = R.data_ptr<double>() + b * 9;
-    const double* gR = out[1].data_ptr<double>() + b * 9;
-    const double gd = -out[2].data_ptr<double>()[b * 3 + 2];
-    const double th = theta.data_ptr<double>()[b], ct = std::cos(th), st = std::sin(th);
-    const double *r1 = &rows[b * 9], *r3 = r1 + 6;
-    double g1[3], g2[3], g3[3];
-    double gt_ = 0;
-    for (int j = 0; j < 3; ++j) {
-      gt_ += -gR[j] * Rb[3 + j] + gR[3 + j] * Rb[j];
-      g1[j] = ct * gR[j] + st * gR[3 + j];
-      g2[j] = -st * gR[j] + ct * gR[3 + j];
-      g3[j] = gR[6 + j];
-    }
-    gth.data_ptr<double>()[b] = gt_;
-    // row2 = row3 x row1: g3 += row1 x g2, g1 += g2 x row3
-    g3[0] += r1[1] * g2[2] - r1[2] * g2[1]; g3[1] += r1[2] * g2[0] - r1[0] * g2[2]; g3[2] += r1[0] * g2[1] - r1[1] * g2[0];
-    g1[0] += g2[1] * r3[2] - g2[2] * r3[1]; g1[1] += g2[2] * r3[0] - g2[0] * r3[2]; g1[2] += g2[0] * r3[1] - g2[1] * r3[0];
-    const double rho = std::sqrt(c[0] * c[0] + c[1] * c[1]), d = std::sqrt(rho * rho + c[2] * c[2]);
-    const double g1n = -g1[0] * c[1] + g1[1] * c[0], g3c = g3[0] * c[0] + g3[1] * c[1] + g3[2] * c[2];
-    double* gCb = gC.data_ptr<double>() + b * 3;
-    gCb[0] = g1[1] / rho - g1n * c[0] / (rho * rho * rho);
-    gCb[1] = -g1[0] / rho - g1n * c[1] / (rho * rho * rho);
-    for (int i = 0; i < 3; ++i) gCb[i] += g3[i] / d - c[i] * g3c / (d * d * d) + gd * c[i] / d;
-  }
+  for (int64_t b = 0; b < B; ++b)
+    centre_pose_backward(poses[b], C.data_ptr<double>() + b * 3, out[1].data_ptr<double>() + b * 9,
+                         -out[2].data_ptr<double>()[b * 3 + 2], gC.data_ptr<double>() + b * 3,
+                         gth.data_ptr<double>() + b);
   return {out[0], gC, gth};
 }
 
@@ -490,12 +504,12 @@ std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv,
 }
 
 // NTDM's render-and-compare loss of N deformed meshes sharing faces and corner UVs, and its gradient: per item n,
-// rasterise screen[n] (the winner search in the screen dtype, as render.py's torch backend), interpolate the unit
-// vertex normals and positions of vertices[n] (vertex_attributes) and the corner UVs (F, 3, 2) with
-// perspective-correct barycentrics, then as textures.py: n = normalize(normal), d = normalize(centre[n] - position),
+// project vertices[n] with camera n (surface_items), rasterise (the winner search in the vertices' dtype, as render.py's
+// torch backend), interpolate the unit vertex normals and positions (vertex_attributes) and the corner UVs (F, 3, 2)
+// with perspective-correct barycentrics, then as textures.py: n = normalize(normal), d = normalize(C[n] - position),
 // alpha = softmax_b(T (R_b n) . d), s = gram_score (blend_score's number) with the texture of model item_model[n], and
 // render_compare.loss_fg_bg (loss_fg_only without clutter) over the valid pixels. Returns loss (N,), and with
-// with_grad d loss / d screen, vertices, centre.
+// with_grad d loss / d C, theta, vertices.
 struct SurfaceArgs {
   const int64_t* faces;
   const double* cuv;  // (F, 3, 2)
@@ -512,15 +526,14 @@ struct SurfaceArgs {
 
 template <typename T>
 __attribute__((target_clones("avx512f", "avx2", "default")))
-static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const double* vattr, const double* centre,
-                         double* loss, double* gscr, double* gvattr, double* gcentre) {
+static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const double* scr, const double* vattr,
+                         const double* centre, double* loss, double* gscr, double* gvattr, double* gcentre) {
   const int64_t V = A.V, H = A.H, W = A.W, P = H * W, nb = A.nb;
   const Texture& X = A.textures[A.item_model[n]];
   const int64_t d = X.d;
   std::vector<int64_t> win(P, -1);
   winners<T>(screen, A.faces, 1, V, A.F, H, W, win.data());
-  std::vector<double> scr(V * 3), invz(V);
-  for (int64_t i = 0; i < V * 3; ++i) scr[i] = screen[i];
+  std::vector<double> invz(V);
   for (int64_t v = 0; v < V; ++v) invz[v] = 1.0 / scr[v * 3 + 2];
   const float* clut = A.clut ? A.clut + n * P : nullptr;
   const float* valid = A.valid + n * P;
@@ -678,32 +691,67 @@ static void vertex_attributes_backward(const T* verts, const int64_t* faces, int
   }
 }
 
-// One mesh per task, on the caller's threads (not torch's: the loop around runs torch on fewer).
+// One mesh per task, on the caller's threads (not torch's: the loop around runs torch on fewer). Item n's camera
+// is centre_pose(C[n], theta[n]) with its principal point and focal length; the screen vertices are computed in
+// double and searched for winners in T, the dtype of the vertices (render.py's torch backend rasterises in it).
 template <typename T>
-static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, const T* screen, const T* verts,
-                          const double* centre, double* loss, double* gscr, double* gverts, double* gcentre) {
+static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, const double* C, const double* theta,
+                          const double* principal, const double* focal, const T* verts, double* loss, double* gC,
+                          double* gtheta, double* gverts) {
   const int64_t V = A.V;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t n = 0; n < N; ++n) {
-    std::vector<double> attr(V * 6), raw(V * 3), gattr(V * 6, 0.0);
-    vertex_attributes(verts + n * V * 3, A.faces, V, A.F, attr.data(), raw.data());
-    surface_item<T>(A, n, screen + n * V * 3, attr.data(), centre + n * 3, loss + n, gscr + n * V * 3, gattr.data(),
-                    gcentre + n * 3);
-    if (A.with_grad)
-      vertex_attributes_backward(verts + n * V * 3, A.faces, V, A.F, raw.data(), gattr.data(), gverts + n * V * 3);
+    const T* vn = verts + n * V * 3;
+    const CentrePose pose = centre_pose(C + n * 3, theta[n]);
+    const double px = principal[n * 2], py = principal[n * 2 + 1], f = focal[n];
+    std::vector<double> cam(V * 3), scr(V * 3), attr(V * 6), raw(V * 3), gattr(V * 6, 0.0), gscr(V * 3, 0.0);
+    std::vector<T> screen(V * 3);
+    for (int64_t v = 0; v < V; ++v) {
+      for (int i = 0; i < 3; ++i)
+        cam[v * 3 + i] = pose.R[i * 3] * vn[v * 3] + pose.R[i * 3 + 1] * vn[v * 3 + 1] + pose.R[i * 3 + 2] * vn[v * 3 + 2];
+      cam[v * 3 + 2] -= pose.d;
+      const double D = -cam[v * 3 + 2];
+      scr[v * 3] = px + f * cam[v * 3] / D;
+      scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
+      scr[v * 3 + 2] = D;
+      for (int i = 0; i < 3; ++i) screen[v * 3 + i] = T(scr[v * 3 + i]);
+    }
+    vertex_attributes(vn, A.faces, V, A.F, attr.data(), raw.data());
+    double gcentre[3] = {0, 0, 0};
+    surface_item<T>(A, n, screen.data(), scr.data(), attr.data(), C + n * 3, loss + n, gscr.data(), gattr.data(),
+                    gcentre);
+    if (!A.with_grad) continue;
+    vertex_attributes_backward(vn, A.faces, V, A.F, raw.data(), gattr.data(), gverts + n * V * 3);
+    double gR[9] = {0}, gd = 0;  // through the projection and R v + t, t = (0, 0, -|C|)
+    for (int64_t v = 0; v < V; ++v) {
+      const double gx = gscr[v * 3], gy = gscr[v * 3 + 1], gz = gscr[v * 3 + 2];
+      if (gx == 0 && gy == 0 && gz == 0) continue;
+      const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
+      const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
+      gd -= gc[2];
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j) {
+          gR[i * 3 + j] += gc[i] * vn[v * 3 + j];
+          gverts[(n * V + v) * 3 + j] += pose.R[i * 3 + j] * gc[i];
+        }
+    }
+    centre_pose_backward(pose, C + n * 3, gR, gd, gC + n * 3, gtheta + n);
+    for (int i = 0; i < 3; ++i) gC[n * 3 + i] += gcentre[i];
   }
 }
 
-std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor verts, torch::Tensor centre,
-                                        torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
+std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor principal, torch::Tensor focal,
+                                        torch::Tensor verts, torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
                                         double temperature, std::vector<torch::Tensor> texels,
                                         std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
                                         torch::Tensor item_model, torch::Tensor feats, torch::Tensor image, torch::Tensor clut, torch::Tensor valid,
                                         torch::Tensor cached_cell, torch::Tensor dots, int64_t H, int64_t W,
                                         bool with_grad, int64_t threads) {
-  screen = screen.contiguous();
-  verts = verts.to(screen.scalar_type()).contiguous();
-  centre = centre.to(torch::kDouble).contiguous();
+  C = C.to(torch::kDouble).contiguous();
+  theta = theta.to(torch::kDouble).contiguous();
+  principal = principal.to(torch::kDouble).contiguous();
+  focal = focal.to(torch::kDouble).contiguous();
+  verts = verts.contiguous();
   faces = faces.to(torch::kLong).contiguous();
   corner_uv = corner_uv.to(torch::kDouble).contiguous();
   rotations = rotations.to(torch::kDouble).contiguous();
@@ -714,10 +762,11 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vert
   const bool use_clutter = clut.numel() > 0;
   if (use_clutter) clut = clut.to(torch::kFloat).contiguous();
   valid = valid.to(torch::kFloat).contiguous();
-  const int64_t N = screen.size(0), V = screen.size(1), F = faces.size(0), nb = rotations.size(0);
+  const int64_t N = verts.size(0), V = verts.size(1), F = faces.size(0), nb = rotations.size(0);
   TORCH_CHECK(nb <= 7, "surface_loss: at most 7 bins");
-  TORCH_CHECK(verts.size(0) == N && verts.size(1) == V && verts.size(2) == 3 && corner_uv.size(0) == F,
-              "surface_loss: screen (N, V, 3), vertices (N, V, 3), corner_uv (F, 3, 2)");
+  TORCH_CHECK(verts.size(2) == 3 && C.size(0) == N && theta.numel() == N && principal.size(0) == N
+              && focal.numel() == N && corner_uv.size(0) == F,
+              "surface_loss: C (N, 3), theta (N,), principal (N, 2), focal (N,), vertices (N, V, 3), corner_uv (F, 3, 2)");
   SurfaceArgs A{faces.data_ptr<int64_t>(), corner_uv.data_ptr<double>(), rotations.data_ptr<double>(), temperature,
                 V, F, H, W, nb, {}, item_model.data_ptr<int64_t>(), image.data_ptr<int64_t>(),
                 feats.data_ptr<float>(), use_clutter ? clut.data_ptr<float>() : nullptr, valid.data_ptr<float>(),
@@ -740,14 +789,15 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor screen, torch::Tensor vert
   A.cached_cell = cached_cell.data_ptr<int32_t>();
   A.dots = dots.data_ptr<float>();
   auto dopt = torch::TensorOptions().dtype(torch::kDouble);
-  torch::Tensor loss = torch::zeros({N}, dopt), gscr = torch::zeros({N, V, 3}, dopt), gverts = torch::zeros({N, V, 3}, dopt),
-                gcentre = torch::zeros({N, 3}, dopt);
-  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "surface_loss", [&] {
-    surface_items<scalar_t>(A, N, std::max<int64_t>(1, std::min(threads, N)), screen.data_ptr<scalar_t>(),
-                            verts.data_ptr<scalar_t>(), centre.data_ptr<double>(), loss.data_ptr<double>(),
-                            gscr.data_ptr<double>(), gverts.data_ptr<double>(), gcentre.data_ptr<double>());
+  torch::Tensor loss = torch::zeros({N}, dopt), gC = torch::zeros({N, 3}, dopt), gtheta = torch::zeros({N}, dopt),
+                gverts = torch::zeros({N, V, 3}, dopt);
+  AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "surface_loss", [&] {
+    surface_items<scalar_t>(A, N, std::max<int64_t>(1, std::min(threads, N)), C.data_ptr<double>(),
+                            theta.data_ptr<double>(), principal.data_ptr<double>(), focal.data_ptr<double>(),
+                            verts.data_ptr<scalar_t>(), loss.data_ptr<double>(), gC.data_ptr<double>(),
+                            gtheta.data_ptr<double>(), gverts.data_ptr<double>());
   });
-  return {loss, gscr, gverts, gcentre};
+  return {loss, gC, gtheta, gverts};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -144,18 +144,18 @@ def texture_score(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, f
 
 class _SurfaceLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, screen, vertices, centre, arguments):
+    def forward(ctx, C, theta, vertices, arguments):
         with_grad = any(ctx.needs_input_grad[:3])
-        loss, *grads = _extension().surface_loss(screen.detach(), vertices.detach(), centre.detach(), *arguments,
+        principal, focal, *rest = arguments
+        loss, *grads = _extension().surface_loss(C.detach(), theta.detach(), principal, focal, vertices.detach(), *rest,
                                                  with_grad, threads.kernel_threads())
-        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (screen, vertices, centre))))
-        return loss.to(screen.dtype)
+        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (C, theta, vertices))))
+        return loss.to(vertices.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        g = grad_loss[:, None, None]
-        grad_screen, grad_vertices, grad_centre = ctx.saved_tensors
-        return grad_screen * g, grad_vertices * g, grad_centre * grad_loss[:, None], None
+        grad_C, grad_theta, grad_vertices = ctx.saved_tensors
+        return grad_C * grad_loss[:, None], grad_theta * grad_loss, grad_vertices * grad_loss[:, None, None], None
 
 
 PAIRS = 32  # a texel cell's 4 corners x at most 7 bins, padded: the kernel's row width
@@ -173,29 +173,32 @@ def dot_cache(items: int, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.full((items, pixels), -1, dtype=torch.int32), torch.zeros(items, pixels, PAIRS)
 
 
-def surface_loss(screen: torch.Tensor, vertices: torch.Tensor, centre: torch.Tensor,
-                 faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor, temperature: float,
-                 texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]], item_model: torch.Tensor,
-                 feature_rows: torch.Tensor, image: torch.Tensor, clutter: torch.Tensor | None, valid: torch.Tensor,
-                 cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def surface_loss(C: torch.Tensor, theta: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor,
+                 vertices: torch.Tensor, faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor,
+                 temperature: float, texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]],
+                 item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor, clutter: torch.Tensor | None,
+                 valid: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(N,)`` NTDM render-and-compare losses of N deformed meshes (``loss_fg_bg``, or ``loss_fg_only`` when
-    ``clutter`` is None), the whole chain of ``textures.surface_scores`` + ``compare_loss`` in one pass per mesh.
+    ``clutter`` is None), the whole chain of ``Camera.transform`` + ``textures.surface_scores`` + ``compare_loss`` in
+    one pass per mesh.
 
-    ``screen (N, V, 3)`` is ``Camera.transform`` of the meshes ``vertices (N, V, 3)`` (CAD frame; their vertex
-    normals are ``meshes.vertex_normals``'), ``centre (N, 3)`` the camera centres; ``faces (F, 3)`` and the
-    per-corner UVs ``corner_uv (F, 3, 2)`` are shared. Item n is textured by ``texels[item_model[n]]``
-    (``NeuralTexture.texels``, its first ``len(rotations)`` bins; ``grams`` their ``gram_cache``s) and compared with
-    image ``image[n]``: ``feature_rows`` is ``feature_table`` of the ``(B, d, h, w)`` maps, ``clutter`` and ``valid``
-    are ``(N, h, w)``. ``cache`` (``dot_cache``) carries the texel-feature dot products from one call to the next
-    over the steps of a fit; None: a fresh one. Differentiable in ``screen``, ``vertices`` and ``centre``.
+    Item n is the mesh ``vertices[n]`` ``(N, V, 3)`` (CAD frame; its vertex normals are ``meshes.vertex_normals``')
+    seen by a camera at centre ``C[n]`` ``(N, 3)`` looking at the origin with in-plane rotation ``theta[n]`` (NeMo's
+    pose variables: ``Camera`` at ``position_to_angles(C)``) and intrinsics ``principal (N, 2)``, ``focal (N,)`` in
+    map cells; ``faces (F, 3)`` and the per-corner UVs ``corner_uv (F, 3, 2)`` are shared. It is textured by
+    ``texels[item_model[n]]`` (``NeuralTexture.texels``, its first ``len(rotations)`` bins; ``grams`` their
+    ``gram_cache``s) and compared with image ``image[n]``: ``feature_rows`` is ``feature_table`` of the
+    ``(B, d, h, w)`` maps, ``clutter`` and ``valid`` are ``(N, h, w)``. ``cache`` (``dot_cache``) carries the
+    texel-feature dot products from one call to the next over the steps of a fit; None: a fresh one.
+    Differentiable in ``C``, ``theta`` and ``vertices``.
     """
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
     cache = dot_cache(N, h * w) if cache is None else cache
-    arguments = (faces, corner_uv, rotations, float(temperature), list(texels), [g for g, _ in grams],
+    arguments = (principal, focal, faces, corner_uv, rotations, float(temperature), list(texels), [g for g, _ in grams],
                  [state for _, state in grams], item_model, feature_rows, image, clut, valid.reshape(N, h * w), *cache,
                  h, w)
-    return _SurfaceLoss.apply(screen, vertices, centre, arguments)
+    return _SurfaceLoss.apply(C, theta, vertices, arguments)
 
 
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -296,14 +296,16 @@ def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tens
     return starts[idx], latents[best], loss
 
 
-def reconstruction_loss(models: list[CategoryModel], vertices: torch.Tensor, camera: Camera, item_model: torch.Tensor,
-                        image: torch.Tensor, features: torch.Tensor, table: torch.Tensor, clut: torch.Tensor | None,
-                        valid: torch.Tensor, single_bin: bool = False,
-                        cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """``(N,)`` eq. 9 losses of N deformed meshes ``(N, V, 3)`` under ``camera``: item n is rendered by
-    ``models[item_model[n]]`` and compared with image ``image[n]`` of ``features`` ``(B, d, h, w)`` (rows:
-    ``table``); ``clut`` and ``valid`` are per item ``(N, h, w)``. The models must share their template and bins.
-    ``cache``: the kernel's ``fused_score.dot_cache`` for these items, kept over a fit's steps.
+def reconstruction_loss(models: list[CategoryModel], vertices: torch.Tensor, C: torch.Tensor, theta: torch.Tensor,
+                        principal: torch.Tensor, focal: torch.Tensor, item_model: torch.Tensor, image: torch.Tensor,
+                        features: torch.Tensor, table: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
+                        single_bin: bool = False, cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``(N,)`` eq. 9 losses of N deformed meshes ``(N, V, 3)`` seen from camera centres ``C (N, 3)`` with in-plane
+    rotations ``theta (N,)`` (the optimisation's pose variables) and intrinsics ``principal (N, 2)``, ``focal (N,)``
+    in feature cells: item n is rendered by ``models[item_model[n]]`` and compared with image ``image[n]`` of
+    ``features`` ``(B, d, h, w)`` (rows: ``table``); ``clut`` and ``valid`` are per item ``(N, h, w)``. The models
+    must share their template and bins. ``cache``: the kernel's ``fused_score.dot_cache`` for these items, kept
+    over a fit's steps.
 
     On CPU the whole chain is one fused kernel (``fused_score.surface_loss``); else torch renders the
     fragments, scores the covered pixels (``texture_scores``) and takes ``compare_loss``: the same number.
@@ -313,10 +315,11 @@ def reconstruction_loss(models: list[CategoryModel], vertices: torch.Tensor, cam
     rotations = first.rotations[:1 if single_bin else first.texture.n_bins]
     if fused_score.available(vertices.device):
         return fused_score.surface_loss(
-            camera.transform(vertices), vertices, camera_position(camera.azimuth, camera.elevation, camera.distance),
-            first.mesh.faces, first.uvs[first.face_uvs],
-            rotations, first.alpha_temperature, [m.texture.texels() for m in models],
-            [m.texture.gram_cache() for m in models], item_model, table, image, clut, valid, cache)
+            C, theta, principal, focal, vertices, first.mesh.faces, first.uvs[first.face_uvs], rotations,
+            first.alpha_temperature, [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models],
+            item_model, table, image, clut, valid, cache)
+    a, e, d = position_to_angles(C)
+    camera = Camera(a, e, theta, d, principal, focal)
     surface = first.surface(vertices, camera, size)
     (item, r, c), uv, alpha = covered_points(surface, rotations, first.alpha_temperature)
     table_rows = (image[item] * size[0] + r) * size[1] + c
@@ -390,17 +393,15 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
         log_scale = torch.zeros(N, 3, dtype=dtype, device=features.device, requires_grad=True)
         params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
         table = feature_table(features)
-        item_clut = None if clut is None else clut[image]
+        item_clut, item_valid = None if clut is None else clut[image], valid[image]
         item_principal, item_focal = principal[image].to(dtype), focal[image].to(dtype)
         deform = StackedMeshes([m.mesh for m in models], item_model)
         cache = fused_score.dot_cache(N, table.shape[0] // len(features)) if fused_score.available(features.device) else None
 
         def loss_at() -> torch.Tensor:
-            a, e, d = position_to_angles(C)
-            camera = Camera(a, e, theta, d, item_principal, item_focal)
-            vertices = deform(zs, log_scale.exp())
-            return reconstruction_loss(models, vertices, camera, item_model, image, features, table, item_clut,
-                                       valid[image], settings.single_alpha, cache)
+            return reconstruction_loss(models, deform(zs, log_scale.exp()), C, theta, item_principal, item_focal,
+                                       item_model, image, features, table, item_clut, item_valid,
+                                       settings.single_alpha, cache)
 
         if settings.steps:
             opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
