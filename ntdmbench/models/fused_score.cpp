@@ -800,7 +800,57 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
   return {loss, gC, gtheta, gverts};
 }
 
+// NTDM's deformation network (deformable.StackedMeshes) for N items with fixed per-item weights, one item per task
+// on the caller's threads: h = softplus(base[n] + latent[n]), h = softplus(h W_l[n] + b_l[n]) for each body layer,
+// vertices = (template + h W_head[n] + b_head[n]) * scale[n] * instance_scale[n]. Returns the vertices (N, V, 3)
+// and what deform_backward needs: per item the unscaled vertices (N tensors), then per layer and item the
+// pre-activations (L x N tensors).
+std::vector<torch::Tensor> deform_forward(torch::Tensor latent, torch::Tensor instance_scale, torch::Tensor base,
+                                          std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
+                                          torch::Tensor template_, torch::Tensor scale, double beta, double threshold,
+                                          int64_t threads) {
+  const int64_t N = latent.size(0), L = weights.size();
+  torch::Tensor vertices = torch::empty({N, template_.size(0), 3}, template_.options());
+  std::vector<torch::Tensor> pre(L * N), shape(N);  // pre[l * N + n]; the head is layer L - 1
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, std::min(threads, N)))
+  for (int64_t n = 0; n < N; ++n) {
+    torch::Tensor h = base[n] + latent[n];
+    for (int64_t l = 0; l < L; ++l) {
+      pre[l * N + n] = h;
+      h = at::addmm(biases[l][n], at::softplus(h, beta, threshold), weights[l][n]);
+    }
+    shape[n] = template_ + h;
+    vertices[n].copy_(shape[n] * scale[n] * instance_scale[n]);
+  }
+  std::vector<torch::Tensor> out{vertices};
+  out.insert(out.end(), shape.begin(), shape.end());
+  out.insert(out.end(), pre.begin(), pre.end());
+  return out;
+}
+
+// d loss / d latent (N, H) and d loss / d instance_scale (N, 3) from d loss / d vertices, through deform_forward.
+std::vector<torch::Tensor> deform_backward(torch::Tensor grad_vertices, torch::Tensor instance_scale,
+                                           std::vector<torch::Tensor> weights, std::vector<torch::Tensor> shape,
+                                           std::vector<torch::Tensor> pre, torch::Tensor scale, double beta, double threshold,
+                                           int64_t threads) {
+  const int64_t N = grad_vertices.size(0), L = weights.size();
+  torch::Tensor grad_latent = torch::empty({N, pre[0].size(1)}, grad_vertices.options());
+  torch::Tensor grad_scale = torch::empty({N, 3}, grad_vertices.options());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, std::min(threads, N)))
+  for (int64_t n = 0; n < N; ++n) {
+    const torch::Tensor g = grad_vertices[n];
+    grad_scale[n].copy_((g * shape[n] * scale[n]).sum(0));
+    torch::Tensor gh = g * (scale[n] * instance_scale[n]);
+    for (int64_t l = L - 1; l >= 0; --l)
+      gh = at::softplus_backward(at::mm(gh, weights[l][n].t()), pre[l * N + n], beta, threshold);
+    grad_latent[n].copy_(gh.sum(0));
+  }
+  return {grad_latent, grad_scale};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("deform_forward", &deform_forward, "NTDM's deformation network for N items (CPU)");
+  m.def("deform_backward", &deform_backward, "its gradient to the latent terms and instance scales (CPU)");
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("surface_loss", &surface_loss, "NTDM's render-and-compare loss of deformed meshes and its gradient (CPU)");

@@ -201,6 +201,36 @@ def surface_loss(C: torch.Tensor, theta: torch.Tensor, principal: torch.Tensor, 
     return _SurfaceLoss.apply(C, theta, vertices, arguments)
 
 
+class _Deform(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, latent, instance_scale, network):
+        base, weights, biases, template, scale, beta, threshold = network
+        vertices, *saved = _extension().deform_forward(latent.detach(), instance_scale.detach(), base, weights, biases,
+                                                       template, scale, beta, threshold, threads.kernel_threads())
+        ctx.network = (weights, scale, beta, threshold, len(latent))
+        ctx.save_for_backward(instance_scale, *saved)
+        return vertices
+
+    @staticmethod
+    def backward(ctx, grad_vertices):
+        instance_scale, *saved = ctx.saved_tensors
+        weights, scale, beta, threshold, n = ctx.network
+        grad_latent, grad_scale = _extension().deform_backward(grad_vertices.contiguous(), instance_scale.detach(),
+                                                               weights, saved[:n], saved[n:], scale, beta, threshold,
+                                                               threads.kernel_threads())
+        return grad_latent, grad_scale, None
+
+
+def deform(latent: torch.Tensor, instance_scale: torch.Tensor, base: torch.Tensor, weights: list[torch.Tensor],
+           biases: list[torch.Tensor], template: torch.Tensor, scale: torch.Tensor, beta: float,
+           threshold: float) -> torch.Tensor:
+    """``deformable.StackedMeshes``' network for N items, one item per thread task: vertices ``(N, V, 3)`` =
+    ``(template + MLP(base + latent)) * scale * instance_scale`` with ``Softplus(beta, threshold)`` before each of the
+    per-item layers ``h @ weights[l][n] + biases[l][n]`` (the last is the head). Differentiable in ``latent (N, H)``
+    and ``instance_scale (N, 3)``; ``base (N, V, H)``, the weights and ``scale (N, 1, 3)`` are constants."""
+    return _Deform.apply(latent, instance_scale, (base, weights, biases, template, scale, beta, threshold))
+
+
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, h, w)`` nearest covering face per pixel (-1: none) of screen-space meshes ``(B, V, 3)``, with the
     torch backend's rules and arithmetic (``render._winning_faces``); no gradients."""

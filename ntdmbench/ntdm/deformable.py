@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntdmbench.models import meshes
+from ntdmbench.models import fused_score, meshes
 from ntdmbench.models.meshes import Mesh
 
 
@@ -113,6 +113,10 @@ class StackedMeshes:
         """Vertices ``(N, V, 3)`` for mesh j's latents ``zs[j]`` ``(n_j, K_j)`` (items in mesh order) and
         instance scales ``(N, 3)``."""
         latent = torch.cat([z.to(self.template.dtype) @ weight for weight, z in zip(self.latent, zs)])
+        if fused_score.available(latent.device):
+            return fused_score.deform(latent, instance_scale, self.base, [w for w, _ in self.body] + [self.head[0]],
+                                      [b for _, b in self.body] + [self.head[1]], self.template, self.scale, self.beta,
+                                      self.threshold)
         h = nn.functional.softplus(self.base + latent[:, None], self.beta, self.threshold)
         for weight, bias in self.body:
             h = nn.functional.softplus(torch.baddbmm(bias, h, weight), self.beta, self.threshold)
