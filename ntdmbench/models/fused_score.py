@@ -1,14 +1,16 @@
-"""NeMo's per-step render-and-compare loss as one CPU kernel with an analytic gradient.
+"""NeMo's and NTDM's per-step render-and-compare losses as CPU kernels with analytic gradients.
 
 A pose step in pure torch is ~150 small operations (rasterise, gather, barycentrics, loss, and their
 autograd), and on a 32x84 feature map that overhead, not the arithmetic, is the cost. ``fused_score.cpp``
 projects the mesh, rasterises it (the torch backend's rules), interpolates the per-vertex similarity,
-evaluates NeMo's loss and its gradient to the extrinsics ``(R, t)`` in one pass per image; autograd only
-carries the 3x3 rotation back to the pose. NTDM's step is the same chain with a neural texture instead of
-vertex similarities: ``surface_loss`` rasterises the deformed meshes, interpolates normals, positions and UVs,
-blends the view-specific bins at each covered pixel, scores it against the image feature and returns the loss
-and its gradient to the meshes and cameras (``texture_score``: the scoring alone, for the init search); torch
-would run ``grid_sample`` over all b x d channels. CUDA tensors keep the batched torch path.
+evaluates NeMo's loss and its gradient to the pose in one pass per image. NTDM's step is the same chain
+with a neural texture instead of vertex similarities: ``deform`` runs the deformation network for all the
+items, ``surface_loss`` projects the deformed meshes, computes their vertex normals, rasterises, interpolates
+normals, positions and UVs, blends the view-specific bins at each covered pixel, scores it against the image
+feature and returns the loss and its gradient to the meshes and poses (``texture_score``: the scoring alone,
+for the init search); torch would run ``grid_sample`` over all b x d channels. In the optimisation a pixel's
+score is computed from its texel-feature dot products (``dot_cache``, kept over a fit's steps) and its cell's
+texel Gram matrix (``gram_cache``, kept per texture). CUDA tensors keep the batched torch path.
 
 The extension is compiled on first use (``torch.utils.cpp_extension``, about a minute, cached under
 ``$TORCH_EXTENSIONS_DIR``); without a working compiler ``available()`` is False and callers fall back.

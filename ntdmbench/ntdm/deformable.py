@@ -90,8 +90,9 @@ class DeformableMesh(nn.Module):
 class StackedMeshes:
     """Several categories' deformable meshes (same template and network shape, any number of shape latents)
     as one batched network with fixed weights, for an optimisation over latents and scales: item n of a
-    batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh.
-    ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)`` equals ``cat([mesh(z, s) ...])``."""
+    batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh
+    (on CPU one op, ``fused_score.deform``). ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)`` equals
+    ``cat([mesh(z, s) ...])``."""
 
     def __init__(self, meshes: Sequence[DeformableMesh], item_mesh: torch.Tensor):
         first = meshes[0]

@@ -15,8 +15,9 @@ image feature under it, so the object score of a covered pixel is computed direc
 view coefficients (``textures.texture_scores``) instead of rendering b x d channels. The search keeps
 what the starts' scores need of their renders (``StartFragments``: image-independent, cached per crop
 size). One optimisation loop serves every (category model, image) pair (``fit_categories``), and on
-CPU each step's whole chain from the deformed meshes to the losses is one fused kernel with its
-analytic gradient (``reconstruction_loss``, ``fused_score.surface_loss``).
+CPU a step is two fused ops with analytic gradients: the deformation network for all the items
+(``deformable.StackedMeshes``, ``fused_score.deform``) and the chain from the deformed meshes and pose
+variables to the losses (``reconstruction_loss``, ``fused_score.surface_loss``).
 
 Two safeguards the paper does not state: z stays on the simplex of the training codes (projected after
 each step: the MLP only learned those codes and their blends; outside, the mesh can grow to swallow
