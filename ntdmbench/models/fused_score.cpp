@@ -484,7 +484,7 @@ static void texture_score_range(const TextureScoreArgs& A, int64_t lo, int64_t h
 }
 
 std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv, torch::Tensor alpha,
-                                         torch::Tensor feats, torch::Tensor rows, bool with_grad) {
+                                         torch::Tensor feats, torch::Tensor rows, bool with_grad, int64_t threads) {
   texels = texels.to(torch::kFloat).contiguous();
   uv = uv.to(torch::kFloat).contiguous();
   alpha = alpha.to(torch::kFloat).contiguous();
@@ -499,12 +499,16 @@ std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv,
   const TextureScoreArgs args{{texels.data_ptr<float>(), q, NB, d}, uv.data_ptr<float>(), alpha.data_ptr<float>(),
                               feats.data_ptr<float>(), rows.data_ptr<int64_t>(), nb, with_grad,
                               score.data_ptr<float>(), guv.data_ptr<float>(), galpha.data_ptr<float>()};
-  at::parallel_for(0, M, 256, [&](int64_t lo, int64_t hi) { texture_score_range(args, lo, hi); });
+  // blocks handed out as threads free up: with another process on the machine, a thread that loses its core
+  // holds up one block, not half of the points (at::parallel_for splits the range evenly)
+  constexpr int64_t block = 256;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, threads))
+  for (int64_t lo = 0; lo < M; lo += block) texture_score_range(args, lo, std::min(M, lo + block));
   return {score, guv, galpha};
 }
 
 // NTDM's render-and-compare loss of N deformed meshes sharing faces and corner UVs, and its gradient: per item n,
-// project vertices[n] with camera n (surface_items), rasterise (the winner search in the vertices' dtype, as render.py's
+// project vertices[n] with camera n (surface_mesh), rasterise (the winner search in the vertices' dtype, as render.py's
 // torch backend), interpolate the unit vertex normals and positions (vertex_attributes) and the corner UVs (F, 3, 2)
 // with perspective-correct barycentrics, then as textures.py: n = normalize(normal), d = normalize(C[n] - position),
 // alpha = softmax_b(T (R_b n) . d), s = gram_score (blend_score's number) with the texture of model item_model[n], and
@@ -691,67 +695,91 @@ static void vertex_attributes_backward(const T* verts, const int64_t* faces, int
   }
 }
 
-// One mesh per task, on the caller's threads (not torch's: the loop around runs torch on fewer). Item n's camera
-// is centre_pose(C[n], theta[n]) with its principal point and focal length; the screen vertices are computed in
-// double and searched for winners in T, the dtype of the vertices (render.py's torch backend rasterises in it).
+// Item n's loss and (with A.with_grad) its gradient to C[n], theta[n] and its vertices vn (gverts, (V, 3), added
+// to). Its camera is centre_pose(C[n], theta[n]) with its principal point and focal length; the screen vertices
+// are computed in double and searched for winners in T, the dtype of the vertices (render.py's torch backend
+// rasterises in it).
 template <typename T>
-static void surface_items(const SurfaceArgs& A, int64_t N, int64_t threads, const double* C, const double* theta,
-                          const double* principal, const double* focal, const T* verts, double* loss, double* gC,
-                          double* gtheta, double* gverts) {
+static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, const double* theta, const double* principal,
+                         const double* focal, const T* vn, double* loss, double* gC, double* gtheta, double* gverts) {
   const int64_t V = A.V;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t n = 0; n < N; ++n) {
-    const T* vn = verts + n * V * 3;
-    const CentrePose pose = centre_pose(C + n * 3, theta[n]);
-    const double px = principal[n * 2], py = principal[n * 2 + 1], f = focal[n];
-    std::vector<double> cam(V * 3), scr(V * 3), attr(V * 6), raw(V * 3), gattr(V * 6, 0.0), gscr(V * 3, 0.0);
-    std::vector<T> screen(V * 3);
-    for (int64_t v = 0; v < V; ++v) {
-      for (int i = 0; i < 3; ++i)
-        cam[v * 3 + i] = pose.R[i * 3] * vn[v * 3] + pose.R[i * 3 + 1] * vn[v * 3 + 1] + pose.R[i * 3 + 2] * vn[v * 3 + 2];
-      cam[v * 3 + 2] -= pose.d;
-      const double D = -cam[v * 3 + 2];
-      scr[v * 3] = px + f * cam[v * 3] / D;
-      scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
-      scr[v * 3 + 2] = D;
-      for (int i = 0; i < 3; ++i) screen[v * 3 + i] = T(scr[v * 3 + i]);
-    }
-    vertex_attributes(vn, A.faces, V, A.F, attr.data(), raw.data());
-    double gcentre[3] = {0, 0, 0};
-    surface_item<T>(A, n, screen.data(), scr.data(), attr.data(), C + n * 3, loss + n, gscr.data(), gattr.data(),
-                    gcentre);
-    if (!A.with_grad) continue;
-    vertex_attributes_backward(vn, A.faces, V, A.F, raw.data(), gattr.data(), gverts + n * V * 3);
-    double gR[9] = {0}, gd = 0;  // through the projection and R v + t, t = (0, 0, -|C|)
-    for (int64_t v = 0; v < V; ++v) {
-      const double gx = gscr[v * 3], gy = gscr[v * 3 + 1], gz = gscr[v * 3 + 2];
-      if (gx == 0 && gy == 0 && gz == 0) continue;
-      const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
-      const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
-      gd -= gc[2];
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-          gR[i * 3 + j] += gc[i] * vn[v * 3 + j];
-          gverts[(n * V + v) * 3 + j] += pose.R[i * 3 + j] * gc[i];
-        }
-    }
-    centre_pose_backward(pose, C + n * 3, gR, gd, gC + n * 3, gtheta + n);
-    for (int i = 0; i < 3; ++i) gC[n * 3 + i] += gcentre[i];
+  const CentrePose pose = centre_pose(C + n * 3, theta[n]);
+  const double px = principal[n * 2], py = principal[n * 2 + 1], f = focal[n];
+  std::vector<double> cam(V * 3), scr(V * 3), attr(V * 6), raw(V * 3), gattr(V * 6, 0.0), gscr(V * 3, 0.0);
+  std::vector<T> screen(V * 3);
+  for (int64_t v = 0; v < V; ++v) {
+    for (int i = 0; i < 3; ++i)
+      cam[v * 3 + i] = pose.R[i * 3] * vn[v * 3] + pose.R[i * 3 + 1] * vn[v * 3 + 1] + pose.R[i * 3 + 2] * vn[v * 3 + 2];
+    cam[v * 3 + 2] -= pose.d;
+    const double D = -cam[v * 3 + 2];
+    scr[v * 3] = px + f * cam[v * 3] / D;
+    scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
+    scr[v * 3 + 2] = D;
+    for (int i = 0; i < 3; ++i) screen[v * 3 + i] = T(scr[v * 3 + i]);
   }
+  vertex_attributes(vn, A.faces, V, A.F, attr.data(), raw.data());
+  double gcentre[3] = {0, 0, 0};
+  surface_item<T>(A, n, screen.data(), scr.data(), attr.data(), C + n * 3, loss + n, gscr.data(), gattr.data(),
+                  gcentre);
+  if (!A.with_grad) return;
+  vertex_attributes_backward(vn, A.faces, V, A.F, raw.data(), gattr.data(), gverts);
+  double gR[9] = {0}, gd = 0;  // through the projection and R v + t, t = (0, 0, -|C|)
+  for (int64_t v = 0; v < V; ++v) {
+    const double gx = gscr[v * 3], gy = gscr[v * 3 + 1], gz = gscr[v * 3 + 2];
+    if (gx == 0 && gy == 0 && gz == 0) continue;
+    const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
+    const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
+    gd -= gc[2];
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) {
+        gR[i * 3 + j] += gc[i] * vn[v * 3 + j];
+        gverts[v * 3 + j] += pose.R[i * 3 + j] * gc[i];
+      }
+  }
+  centre_pose_backward(pose, C + n * 3, gR, gd, gC + n * 3, gtheta + n);
+  for (int i = 0; i < 3; ++i) gC[n * 3 + i] += gcentre[i];
 }
 
-std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor principal, torch::Tensor focal,
-                                        torch::Tensor verts, torch::Tensor faces, torch::Tensor corner_uv, torch::Tensor rotations,
-                                        double temperature, std::vector<torch::Tensor> texels,
-                                        std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
-                                        torch::Tensor item_model, torch::Tensor feats, torch::Tensor image, torch::Tensor clut, torch::Tensor valid,
-                                        torch::Tensor cached_cell, torch::Tensor dots, int64_t H, int64_t W,
-                                        bool with_grad, int64_t threads) {
-  C = C.to(torch::kDouble).contiguous();
-  theta = theta.to(torch::kDouble).contiguous();
-  principal = principal.to(torch::kDouble).contiguous();
-  focal = focal.to(torch::kDouble).contiguous();
-  verts = verts.contiguous();
+// NTDM's deformation network (deformable.StackedMeshes) with fixed per-item weights, for item n:
+// h = softplus(base[n] + latent[n]), h = softplus(h W_l[n] + b_l[n]) for each body layer, vertices =
+// (template + h W_head[n] + b_head[n]) * scale[n] * instance_scale[n] (the head is the last of the L layers).
+struct DeformNet {
+  torch::Tensor base, template_, scale;
+  std::vector<torch::Tensor> weights, biases;
+  double beta, threshold;
+};
+
+// Item n's vertices (V, 3); `pre` gets each layer's input pre-activation and `shape` the unscaled vertices.
+static torch::Tensor deform_item(const DeformNet& D, int64_t n, const torch::Tensor& latent,
+                                 const torch::Tensor& instance_scale, std::vector<torch::Tensor>& pre,
+                                 torch::Tensor& shape) {
+  torch::Tensor h = D.base[n] + latent[n];
+  for (size_t l = 0; l < D.weights.size(); ++l) {
+    pre.push_back(h);
+    h = at::addmm(D.biases[l][n], at::softplus(h, D.beta, D.threshold), D.weights[l][n]);
+  }
+  shape = D.template_ + h;
+  return shape * D.scale[n] * instance_scale[n];
+}
+
+// d loss / d latent[n] and d loss / d instance_scale[n] (written to their rows) from d loss / d item n's vertices g.
+static void deform_item_backward(const DeformNet& D, int64_t n, const torch::Tensor& g, const torch::Tensor& instance_scale,
+                                 const std::vector<torch::Tensor>& pre, const torch::Tensor& shape,
+                                 torch::Tensor& grad_latent, torch::Tensor& grad_scale) {
+  grad_scale[n].copy_((g * shape * D.scale[n]).sum(0));
+  torch::Tensor gh = g * (D.scale[n] * instance_scale[n]);
+  for (int64_t l = int64_t(D.weights.size()) - 1; l >= 0; --l)
+    gh = at::softplus_backward(at::mm(gh, D.weights[l][n].t()), pre[l], D.beta, D.threshold);
+  grad_latent[n].copy_(gh.sum(0));
+}
+
+// The inputs of surface_loss as the kernel reads them (converted once, kept alive by `keep`).
+static SurfaceArgs surface_args(std::vector<torch::Tensor>& keep, int64_t N, int64_t V, torch::Tensor faces,
+                                torch::Tensor corner_uv, torch::Tensor rotations, double temperature,
+                                std::vector<torch::Tensor> texels, std::vector<torch::Tensor> grams,
+                                std::vector<torch::Tensor> gram_states, torch::Tensor item_model, torch::Tensor feats,
+                                torch::Tensor image, torch::Tensor clut, torch::Tensor valid, torch::Tensor cached_cell,
+                                torch::Tensor dots, int64_t H, int64_t W, bool with_grad) {
   faces = faces.to(torch::kLong).contiguous();
   corner_uv = corner_uv.to(torch::kDouble).contiguous();
   rotations = rotations.to(torch::kDouble).contiguous();
@@ -762,11 +790,11 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
   const bool use_clutter = clut.numel() > 0;
   if (use_clutter) clut = clut.to(torch::kFloat).contiguous();
   valid = valid.to(torch::kFloat).contiguous();
-  const int64_t N = verts.size(0), V = verts.size(1), F = faces.size(0), nb = rotations.size(0);
+  keep.insert(keep.end(), {faces, corner_uv, rotations, item_model, feats, image, clut, valid});
+  keep.insert(keep.end(), texels.begin(), texels.end());
+  const int64_t F = faces.size(0), nb = rotations.size(0);
   TORCH_CHECK(nb <= 7, "surface_loss: at most 7 bins");
-  TORCH_CHECK(verts.size(2) == 3 && C.size(0) == N && theta.numel() == N && principal.size(0) == N
-              && focal.numel() == N && corner_uv.size(0) == F,
-              "surface_loss: C (N, 3), theta (N,), principal (N, 2), focal (N,), vertices (N, V, 3), corner_uv (F, 3, 2)");
+  TORCH_CHECK(corner_uv.size(0) == F, "surface_loss: corner_uv (F, 3, 2)");
   SurfaceArgs A{faces.data_ptr<int64_t>(), corner_uv.data_ptr<double>(), rotations.data_ptr<double>(), temperature,
                 V, F, H, W, nb, {}, item_model.data_ptr<int64_t>(), image.data_ptr<int64_t>(),
                 feats.data_ptr<float>(), use_clutter ? clut.data_ptr<float>() : nullptr, valid.data_ptr<float>(),
@@ -776,10 +804,12 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
               "surface_loss: one Gram cache per texture");
   for (size_t i = 0; i < texels.size(); ++i) {
     auto& t = texels[i];
-    TORCH_CHECK(t.size(2) == NB && NB >= nb && NB <= 7 && t.size(3) == feats.size(1), "surface_loss: texels (q, q, NB >= nb, d)");
-    TORCH_CHECK(grams[i].dtype() == torch::kFloat && grams[i].is_contiguous() && grams[i].numel() == t.size(0) * t.size(1) * 4 * NB * KP
-                && gram_states[i].dtype() == torch::kInt && gram_states[i].is_contiguous()
-                && gram_states[i].numel() == t.size(0) * t.size(1), "surface_loss: Gram cache (q * q, 4 NB, 32), state (q * q,)");
+    TORCH_CHECK(t.size(2) == NB && NB >= nb && NB <= 7 && t.size(3) == feats.size(1),
+                "surface_loss: texels (q, q, NB >= nb, d)");
+    TORCH_CHECK(grams[i].dtype() == torch::kFloat && grams[i].is_contiguous()
+                && grams[i].numel() == t.size(0) * t.size(1) * 4 * NB * KP && gram_states[i].dtype() == torch::kInt
+                && gram_states[i].is_contiguous() && gram_states[i].numel() == t.size(0) * t.size(1),
+                "surface_loss: Gram cache (q * q, 4 NB, 32), state (q * q,)");
     A.textures.push_back({t.data_ptr<float>(), t.size(0), NB, t.size(3), grams[i].data_ptr<float>(),
                           gram_states[i].data_ptr<int32_t>()});
   }
@@ -788,63 +818,119 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
               "surface_loss: dot cache cell (N, h * w) int32, dots (N, h * w, 32) float32");
   A.cached_cell = cached_cell.data_ptr<int32_t>();
   A.dots = dots.data_ptr<float>();
+  return A;
+}
+
+// surface_loss's per-mesh tasks (a function of its own: OpenMP pragmas cannot sit in AT_DISPATCH's macro argument).
+template <typename T>
+static void surface_meshes(const SurfaceArgs& A, const DeformNet* D, const torch::Tensor& verts,
+                           const torch::Tensor& latent, const torch::Tensor& instance_scale, const torch::Tensor& C,
+                           const torch::Tensor& theta, const torch::Tensor& principal, const torch::Tensor& focal,
+                           int64_t threads, torch::Tensor& loss, torch::Tensor& gC, torch::Tensor& gtheta,
+                           torch::Tensor& gverts, torch::Tensor& glatent, torch::Tensor& gscale) {
+  const int64_t N = C.size(0), V = A.V;
+  const double *Cp = C.data_ptr<double>(), *thp = theta.data_ptr<double>(), *pp = principal.data_ptr<double>(),
+               *fp = focal.data_ptr<double>();
+  double *lp = loss.data_ptr<double>(), *gCp = gC.data_ptr<double>(), *gthp = gtheta.data_ptr<double>(),
+         *gvp = gverts.data_ptr<double>();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t n = 0; n < N; ++n) {
+    if (D == nullptr) {
+      surface_mesh<T>(A, n, Cp, thp, pp, fp, verts.data_ptr<T>() + n * V * 3, lp, gCp, gthp, gvp + n * V * 3);
+      continue;
+    }
+    std::vector<torch::Tensor> pre;
+    torch::Tensor shape;
+    const torch::Tensor vn = deform_item(*D, n, latent, instance_scale, pre, shape).contiguous();
+    surface_mesh<T>(A, n, Cp, thp, pp, fp, vn.data_ptr<T>(), lp, gCp, gthp, gvp + n * V * 3);
+    if (A.with_grad) deform_item_backward(*D, n, gverts[n].to(vn.scalar_type()), instance_scale, pre, shape, glatent, gscale);
+  }
+}
+
+// NTDM's loss of N meshes given as vertices (N, V, 3), or as the deformation network's inputs (latent (N, H) and
+// instance_scale (N, 3), `verts` empty) so that each task also runs its item's network and its backward: one
+// parallel region per step, with a whole mesh per task, on the caller's threads (not torch's: the loop around
+// runs torch on fewer). Returns loss (N,), d loss / d C, theta, and d loss / d vertices or d loss / d latent and
+// d loss / d instance_scale.
+std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor principal,
+                                        torch::Tensor focal, torch::Tensor verts, torch::Tensor latent,
+                                        torch::Tensor instance_scale, std::vector<torch::Tensor> network,
+                                        double beta, double threshold, torch::Tensor faces, torch::Tensor corner_uv,
+                                        torch::Tensor rotations, double temperature, std::vector<torch::Tensor> texels,
+                                        std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
+                                        torch::Tensor item_model, torch::Tensor feats, torch::Tensor image,
+                                        torch::Tensor clut, torch::Tensor valid, torch::Tensor cached_cell,
+                                        torch::Tensor dots, int64_t H, int64_t W, bool with_grad, int64_t threads) {
+  C = C.to(torch::kDouble).contiguous();
+  theta = theta.to(torch::kDouble).contiguous();
+  principal = principal.to(torch::kDouble).contiguous();
+  focal = focal.to(torch::kDouble).contiguous();
+  const bool deformed = verts.numel() == 0;
+  DeformNet D;
+  if (deformed) {  // network: base, template, scale, then the L weights and the L biases
+    const size_t L = (network.size() - 3) / 2;
+    D = {network[0], network[1], network[2], {network.begin() + 3, network.begin() + 3 + L},
+         {network.begin() + 3 + L, network.end()}, beta, threshold};
+  } else {
+    verts = verts.contiguous();
+  }
+  const int64_t N = C.size(0), V = deformed ? D.template_.size(0) : verts.size(1);
+  TORCH_CHECK(theta.numel() == N && principal.size(0) == N && focal.numel() == N
+              && (deformed ? latent.size(0) == N && instance_scale.size(0) == N : verts.size(0) == N && verts.size(2) == 3),
+              "surface_loss: C (N, 3), theta (N,), principal (N, 2), focal (N,), vertices (N, V, 3) or latent (N, H)");
+  std::vector<torch::Tensor> keep;
+  const SurfaceArgs A = surface_args(keep, N, V, faces, corner_uv, rotations, temperature, texels, grams, gram_states,
+                                     item_model, feats, image, clut, valid, cached_cell, dots, H, W, with_grad);
   auto dopt = torch::TensorOptions().dtype(torch::kDouble);
-  torch::Tensor loss = torch::zeros({N}, dopt), gC = torch::zeros({N, 3}, dopt), gtheta = torch::zeros({N}, dopt),
-                gverts = torch::zeros({N, V, 3}, dopt);
-  AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "surface_loss", [&] {
-    surface_items<scalar_t>(A, N, std::max<int64_t>(1, std::min(threads, N)), C.data_ptr<double>(),
-                            theta.data_ptr<double>(), principal.data_ptr<double>(), focal.data_ptr<double>(),
-                            verts.data_ptr<scalar_t>(), loss.data_ptr<double>(), gC.data_ptr<double>(),
-                            gtheta.data_ptr<double>(), gverts.data_ptr<double>());
+  torch::Tensor loss = torch::zeros({N}, dopt), gC = torch::zeros({N, 3}, dopt), gtheta = torch::zeros({N}, dopt);
+  torch::Tensor gverts = torch::zeros({N, V, 3}, dopt);
+  torch::Tensor glatent, gscale;
+  if (deformed) {
+    glatent = torch::zeros_like(latent);
+    gscale = torch::zeros_like(instance_scale);
+  }
+  AT_DISPATCH_FLOATING_TYPES(deformed ? D.template_.scalar_type() : verts.scalar_type(), "surface_loss", [&] {
+    surface_meshes<scalar_t>(A, deformed ? &D : nullptr, verts, latent, instance_scale, C, theta, principal, focal,
+                             std::max<int64_t>(1, std::min(threads, N)), loss, gC, gtheta, gverts, glatent, gscale);
   });
+  if (deformed) return {loss, gC, gtheta, glatent, gscale};
   return {loss, gC, gtheta, gverts};
 }
 
-// NTDM's deformation network (deformable.StackedMeshes) for N items with fixed per-item weights, one item per task
-// on the caller's threads: h = softplus(base[n] + latent[n]), h = softplus(h W_l[n] + b_l[n]) for each body layer,
-// vertices = (template + h W_head[n] + b_head[n]) * scale[n] * instance_scale[n]. Returns the vertices (N, V, 3)
-// and what deform_backward needs: per item the unscaled vertices (N tensors), then per layer and item the
-// pre-activations (L x N tensors).
+// deformable.StackedMeshes' network for N items, one item per task on the caller's threads (DeformNet). Returns the
+// vertices (N, V, 3) and what deform_backward needs: per item the unscaled vertices (N tensors), then per item and
+// layer the pre-activations (N x L tensors).
 std::vector<torch::Tensor> deform_forward(torch::Tensor latent, torch::Tensor instance_scale, torch::Tensor base,
                                           std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
                                           torch::Tensor template_, torch::Tensor scale, double beta, double threshold,
                                           int64_t threads) {
+  const DeformNet D{base, template_, scale, weights, biases, beta, threshold};
   const int64_t N = latent.size(0), L = weights.size();
   torch::Tensor vertices = torch::empty({N, template_.size(0), 3}, template_.options());
-  std::vector<torch::Tensor> pre(L * N), shape(N);  // pre[l * N + n]; the head is layer L - 1
+  std::vector<std::vector<torch::Tensor>> pre(N);
+  std::vector<torch::Tensor> shape(N);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, std::min(threads, N)))
-  for (int64_t n = 0; n < N; ++n) {
-    torch::Tensor h = base[n] + latent[n];
-    for (int64_t l = 0; l < L; ++l) {
-      pre[l * N + n] = h;
-      h = at::addmm(biases[l][n], at::softplus(h, beta, threshold), weights[l][n]);
-    }
-    shape[n] = template_ + h;
-    vertices[n].copy_(shape[n] * scale[n] * instance_scale[n]);
-  }
+  for (int64_t n = 0; n < N; ++n) vertices[n].copy_(deform_item(D, n, latent, instance_scale, pre[n], shape[n]));
   std::vector<torch::Tensor> out{vertices};
   out.insert(out.end(), shape.begin(), shape.end());
-  out.insert(out.end(), pre.begin(), pre.end());
+  for (const auto& p : pre) out.insert(out.end(), p.begin(), p.begin() + L);
   return out;
 }
 
 // d loss / d latent (N, H) and d loss / d instance_scale (N, 3) from d loss / d vertices, through deform_forward.
 std::vector<torch::Tensor> deform_backward(torch::Tensor grad_vertices, torch::Tensor instance_scale,
                                            std::vector<torch::Tensor> weights, std::vector<torch::Tensor> shape,
-                                           std::vector<torch::Tensor> pre, torch::Tensor scale, double beta, double threshold,
-                                           int64_t threads) {
+                                           std::vector<torch::Tensor> pre, torch::Tensor scale, double beta,
+                                           double threshold, int64_t threads) {
+  const DeformNet D{{}, {}, scale, weights, {}, beta, threshold};
   const int64_t N = grad_vertices.size(0), L = weights.size();
   torch::Tensor grad_latent = torch::empty({N, pre[0].size(1)}, grad_vertices.options());
   torch::Tensor grad_scale = torch::empty({N, 3}, grad_vertices.options());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, std::min(threads, N)))
-  for (int64_t n = 0; n < N; ++n) {
-    const torch::Tensor g = grad_vertices[n];
-    grad_scale[n].copy_((g * shape[n] * scale[n]).sum(0));
-    torch::Tensor gh = g * (scale[n] * instance_scale[n]);
-    for (int64_t l = L - 1; l >= 0; --l)
-      gh = at::softplus_backward(at::mm(gh, weights[l][n].t()), pre[l * N + n], beta, threshold);
-    grad_latent[n].copy_(gh.sum(0));
-  }
+  for (int64_t n = 0; n < N; ++n)
+    deform_item_backward(D, n, grad_vertices[n], instance_scale,
+                         std::vector<torch::Tensor>(pre.begin() + n * L, pre.begin() + (n + 1) * L), shape[n],
+                         grad_latent, grad_scale);
   return {grad_latent, grad_scale};
 }
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def _extension():
     try:  # OpenMP: NTDM's kernel splits its meshes between threads
         return load(name="ntdmbench_fused_score", sources=[str(source)], extra_cflags=["-O3", "-fopenmp"],
                     extra_ldflags=["-fopenmp"], verbose=False)
-    except Exception:  # a compiler without OpenMP: the same kernels, serial
+    except Exception as exc:  # a compiler without OpenMP: the same kernels, serial (and said, not silent)
+        warnings.warn(f"fused kernels built without OpenMP, NTDM's steps run on one thread: {str(exc).splitlines()[0]}")
         return load(name="ntdmbench_fused_score_serial", sources=[str(source)], extra_cflags=["-O3", "-fopenmp-simd"],
                     verbose=False)
 
@@ -125,7 +127,7 @@ class _TextureScore(torch.autograd.Function):
     def forward(ctx, uv, alpha, texels, feature_rows, rows):
         with_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         score, grad_uv, grad_alpha = _extension().texture_score(texels, uv.detach(), alpha.detach(), feature_rows,
-                                                                rows, with_grad)
+                                                                rows, with_grad, threads.kernel_threads())
         ctx.save_for_backward(grad_uv.to(uv.dtype), grad_alpha.to(alpha.dtype))
         return score.to(uv.dtype)
 
@@ -146,18 +148,27 @@ def texture_score(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, f
 
 class _SurfaceLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, theta, vertices, arguments):
-        with_grad = any(ctx.needs_input_grad[:3])
-        principal, focal, *rest = arguments
-        loss, *grads = _extension().surface_loss(C.detach(), theta.detach(), principal, focal, vertices.detach(), *rest,
+    def forward(ctx, C, theta, vertices, latent, instance_scale, arguments):
+        with_grad = any(ctx.needs_input_grad[:5])
+        principal, focal, network, *rest = arguments
+        empty = C.new_empty(0)
+        meshes = (vertices.detach(), empty, empty, [], 0.0, 0.0) if network is None else \
+            (empty, latent.detach(), instance_scale.detach(), *network)
+        loss, *grads = _extension().surface_loss(C.detach(), theta.detach(), principal, focal, *meshes, *rest,
                                                  with_grad, threads.kernel_threads())
-        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (C, theta, vertices))))
-        return loss.to(vertices.dtype)
+        inputs = (C, theta, vertices) if network is None else (C, theta, latent, instance_scale)
+        ctx.deformed = network is not None
+        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, inputs)))
+        return loss.to(C.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_C, grad_theta, grad_vertices = ctx.saved_tensors
-        return grad_C * grad_loss[:, None], grad_theta * grad_loss, grad_vertices * grad_loss[:, None, None], None
+        grad_C, grad_theta, *grad_meshes = ctx.saved_tensors
+        g = grad_loss[:, None]
+        if ctx.deformed:
+            grad_latent, grad_scale = grad_meshes
+            return grad_C * g, grad_theta * grad_loss, None, grad_latent * g, grad_scale * g, None
+        return grad_C * g, grad_theta * grad_loss, grad_meshes[0] * g[..., None], None, None, None
 
 
 PAIRS = 32  # a texel cell's 4 corners x at most 7 bins, padded: the kernel's row width
@@ -176,40 +187,66 @@ def dot_cache(items: int, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def surface_loss(C: torch.Tensor, theta: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor,
-                 vertices: torch.Tensor, faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor,
-                 temperature: float, texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]],
-                 item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor, clutter: torch.Tensor | None,
-                 valid: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 meshes: torch.Tensor | Deformation, faces: torch.Tensor, corner_uv: torch.Tensor,
+                 rotations: torch.Tensor, temperature: float, texels: list[torch.Tensor],
+                 grams: list[tuple[torch.Tensor, torch.Tensor]], item_model: torch.Tensor, feature_rows: torch.Tensor,
+                 image: torch.Tensor, clutter: torch.Tensor | None, valid: torch.Tensor,
+                 cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``(N,)`` NTDM render-and-compare losses of N deformed meshes (``loss_fg_bg``, or ``loss_fg_only`` when
     ``clutter`` is None), the whole chain of ``Camera.transform`` + ``textures.surface_scores`` + ``compare_loss`` in
     one pass per mesh.
 
-    Item n is the mesh ``vertices[n]`` ``(N, V, 3)`` (CAD frame; its vertex normals are ``meshes.vertex_normals``')
-    seen by a camera at centre ``C[n]`` ``(N, 3)`` looking at the origin with in-plane rotation ``theta[n]`` (NeMo's
-    pose variables: ``Camera`` at ``position_to_angles(C)``) and intrinsics ``principal (N, 2)``, ``focal (N,)`` in
-    map cells; ``faces (F, 3)`` and the per-corner UVs ``corner_uv (F, 3, 2)`` are shared. It is textured by
+    Item n is the mesh ``meshes[n]`` (vertices ``(N, V, 3)`` in the CAD frame, or a ``Deformation``, whose network
+    then runs in the same per-mesh task; the vertex normals are ``meshes.vertex_normals``') seen by a camera at
+    centre ``C[n]`` ``(N, 3)`` looking at the origin with in-plane rotation ``theta[n]`` (NeMo's pose variables:
+    ``Camera`` at ``position_to_angles(C)``) and intrinsics ``principal (N, 2)``, ``focal (N,)`` in map cells;
+    ``faces (F, 3)`` and the per-corner UVs ``corner_uv (F, 3, 2)`` are shared. It is textured by
     ``texels[item_model[n]]`` (``NeuralTexture.texels``, its first ``len(rotations)`` bins; ``grams`` their
     ``gram_cache``s) and compared with image ``image[n]``: ``feature_rows`` is ``feature_table`` of the
     ``(B, d, h, w)`` maps, ``clutter`` and ``valid`` are ``(N, h, w)``. ``cache`` (``dot_cache``) carries the
     texel-feature dot products from one call to the next over the steps of a fit; None: a fresh one.
-    Differentiable in ``C``, ``theta`` and ``vertices``.
+    Differentiable in ``C``, ``theta`` and the vertices (or the deformation's latent terms and instance scales).
     """
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
     cache = dot_cache(N, h * w) if cache is None else cache
-    arguments = (principal, focal, faces, corner_uv, rotations, float(temperature), list(texels), [g for g, _ in grams],
-                 [state for _, state in grams], item_model, feature_rows, image, clut, valid.reshape(N, h * w), *cache,
-                 h, w)
-    return _SurfaceLoss.apply(C, theta, vertices, arguments)
+    network = None if isinstance(meshes, torch.Tensor) else (list(meshes.network), meshes.beta, meshes.threshold)
+    arguments = (principal, focal, network, faces, corner_uv, rotations, float(temperature), list(texels),
+                 [g for g, _ in grams], [state for _, state in grams], item_model, feature_rows, image, clut,
+                 valid.reshape(N, h * w), *cache, h, w)
+    if network is None:
+        return _SurfaceLoss.apply(C, theta, meshes, None, None, arguments)
+    return _SurfaceLoss.apply(C, theta, None, meshes.latent, meshes.instance_scale, arguments)
+
+
+@dataclass
+class Deformation:
+    """N items' deformed meshes before their network has run (``deformable.StackedMeshes.deformation``): vertices
+    ``(N, V, 3)`` = ``(template + MLP(base + latent)) * scale * instance_scale`` with ``Softplus(beta, threshold)``
+    before each per-item layer ``h @ weights[l][n] + biases[l][n]`` (the last is the head). ``network`` holds the
+    constants ``(base (N, V, H), template (V, 3), scale (N, 1, 3), *weights, *biases)``; differentiable in
+    ``latent (N, H)`` and ``instance_scale (N, 3)``."""
+
+    latent: torch.Tensor
+    instance_scale: torch.Tensor
+    network: tuple[torch.Tensor, ...]
+    beta: float
+    threshold: float
+
+    def vertices(self) -> torch.Tensor:
+        """The vertices, one item per thread task (``surface_loss`` runs each item's network in its own task)."""
+        return _Deform.apply(self.latent, self.instance_scale, self)
 
 
 class _Deform(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, latent, instance_scale, network):
-        base, weights, biases, template, scale, beta, threshold = network
+    def forward(ctx, latent, instance_scale, deformation):
+        base, template, scale, *layers = deformation.network
+        weights, biases = layers[:len(layers) // 2], layers[len(layers) // 2:]
         vertices, *saved = _extension().deform_forward(latent.detach(), instance_scale.detach(), base, weights, biases,
-                                                       template, scale, beta, threshold, threads.kernel_threads())
-        ctx.network = (weights, scale, beta, threshold, len(latent))
+                                                       template, scale, deformation.beta, deformation.threshold,
+                                                       threads.kernel_threads())
+        ctx.network = (weights, scale, deformation.beta, deformation.threshold, len(latent))
         ctx.save_for_backward(instance_scale, *saved)
         return vertices
 
@@ -221,16 +258,6 @@ class _Deform(torch.autograd.Function):
                                                                weights, saved[:n], saved[n:], scale, beta, threshold,
                                                                threads.kernel_threads())
         return grad_latent, grad_scale, None
-
-
-def deform(latent: torch.Tensor, instance_scale: torch.Tensor, base: torch.Tensor, weights: list[torch.Tensor],
-           biases: list[torch.Tensor], template: torch.Tensor, scale: torch.Tensor, beta: float,
-           threshold: float) -> torch.Tensor:
-    """``deformable.StackedMeshes``' network for N items, one item per thread task: vertices ``(N, V, 3)`` =
-    ``(template + MLP(base + latent)) * scale * instance_scale`` with ``Softplus(beta, threshold)`` before each of the
-    per-item layers ``h @ weights[l][n] + biases[l][n]`` (the last is the head). Differentiable in ``latent (N, H)``
-    and ``instance_scale (N, 3)``; ``base (N, V, H)``, the weights and ``scale (N, 1, 3)`` are constants."""
-    return _Deform.apply(latent, instance_scale, (base, weights, biases, template, scale, beta, threshold))
 
 
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

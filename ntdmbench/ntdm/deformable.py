@@ -91,8 +91,8 @@ class StackedMeshes:
     """Several categories' deformable meshes (same template and network shape, any number of shape latents)
     as one batched network with fixed weights, for an optimisation over latents and scales: item n of a
     batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh
-    (on CPU one op, ``fused_score.deform``). ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)`` equals
-    ``cat([mesh(z, s) ...])``."""
+    (on CPU one op, ``fused_score.Deformation.vertices``). ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)``
+    equals ``cat([mesh(z, s) ...])``."""
 
     def __init__(self, meshes: Sequence[DeformableMesh], item_mesh: torch.Tensor):
         first = meshes[0]
@@ -110,15 +110,21 @@ class StackedMeshes:
                          torch.stack([m.head.bias for m in meshes])[item_mesh, None])
             self.scale = torch.stack([m.scale for m in meshes])[item_mesh, None]  # (N, 1, 3)
 
+    def deformation(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> fused_score.Deformation:
+        """The items' meshes before the network runs, for ``fused_score.surface_loss`` (which runs each item's
+        network in its own task); inputs as ``__call__``'s."""
+        latent = torch.cat([z.to(self.template.dtype) @ weight for weight, z in zip(self.latent, zs)])
+        network = (self.base, self.template, self.scale, *(w for w, _ in self.body), self.head[0],
+                   *(b for _, b in self.body), self.head[1])
+        return fused_score.Deformation(latent, instance_scale, network, self.beta, self.threshold)
+
     def __call__(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> torch.Tensor:
         """Vertices ``(N, V, 3)`` for mesh j's latents ``zs[j]`` ``(n_j, K_j)`` (items in mesh order) and
         instance scales ``(N, 3)``."""
-        latent = torch.cat([z.to(self.template.dtype) @ weight for weight, z in zip(self.latent, zs)])
-        if fused_score.available(latent.device):
-            return fused_score.deform(latent, instance_scale, self.base, [w for w, _ in self.body] + [self.head[0]],
-                                      [b for _, b in self.body] + [self.head[1]], self.template, self.scale, self.beta,
-                                      self.threshold)
-        h = nn.functional.softplus(self.base + latent[:, None], self.beta, self.threshold)
+        deformation = self.deformation(zs, instance_scale)
+        if fused_score.available(instance_scale.device):
+            return deformation.vertices()
+        h = nn.functional.softplus(self.base + deformation.latent[:, None], self.beta, self.threshold)
         for weight, bias in self.body:
             h = nn.functional.softplus(torch.baddbmm(bias, h, weight), self.beta, self.threshold)
         offsets = torch.baddbmm(self.head[1], h, self.head[0])

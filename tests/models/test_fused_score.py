@@ -146,6 +146,12 @@ def test_texture_score_and_gradient_equal_autograd_through_the_texture_lookup(bi
         torch.testing.assert_close(got, want, atol=1e-4 * max(float(want.abs().max()), 1.0), rtol=0)
 
 
+def test_kernels_build_with_openmp():
+    """This machine's compiler has OpenMP: a kernel that fails to compile with it must not pass unnoticed as
+    the serial fallback build."""
+    assert fused_score._extension().__name__ == "ntdmbench_fused_score"
+
+
 @functools.lru_cache(maxsize=1)
 def _ntdm_items():
     """Two category models and three (model, image) items on two feature maps, for ``surface_loss``."""
@@ -153,6 +159,7 @@ def _ntdm_items():
     from ntdmbench.ntdm.deformable import DeformableMesh
     from ntdmbench.ntdm.textures import NeuralTexture, bin_rotations
 
+    torch.manual_seed(0)  # the networks' initialisation: the same inputs whichever tests ran before
     gen = torch.Generator().manual_seed(0)
     models = []
     for _ in range(2):
@@ -196,7 +203,8 @@ def _ntdm_loss_and_grads(azimuth, use_clutter=True, single_bin=False, cache=None
 @pytest.mark.parametrize("single_bin", [False, True])
 def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single_bin, monkeypatch):
     """Two category models, three (model, image) items: loss and gradients to the pose, latent and scale, against
-    the torch path in float64 (the kernel's double arithmetic is closer to it than the torch path in float32)."""
+    the torch path in float64. The float32 meshes and texture limit both paths to about 1e-5 of the largest
+    gradient (the torch path in float32 is as far off: up to 3e-5)."""
     azimuth = torch.tensor([0.9, 2.0, 4.0])
     monkeypatch.setenv(fused_score.ENV, "1")
     fused_loss, fused_grads = _ntdm_loss_and_grads(azimuth, use_clutter, single_bin)
@@ -205,7 +213,7 @@ def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single
     torch.testing.assert_close(fused_loss.double(), torch_loss, atol=1e-6, rtol=0)
     for got, want in zip(fused_grads, torch_grads):
         assert float(want.abs().max()) > 0
-        torch.testing.assert_close(got.double(), want, atol=1e-5 * float(want.abs().max()), rtol=0)
+        torch.testing.assert_close(got.double(), want, atol=5e-5 * float(want.abs().max()), rtol=0)
 
 
 def test_ntdm_surface_loss_dot_cache_carries_over_steps():
