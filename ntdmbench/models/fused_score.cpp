@@ -897,46 +897,7 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
   return {loss, gC, gtheta, gverts};
 }
 
-// deformable.StackedMeshes' network for N items, one item per task on the caller's threads (DeformNet). Returns the
-// vertices (N, V, 3) and what deform_backward needs: per item the unscaled vertices (N tensors), then per item and
-// layer the pre-activations (N x L tensors).
-std::vector<torch::Tensor> deform_forward(torch::Tensor latent, torch::Tensor instance_scale, torch::Tensor base,
-                                          std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
-                                          torch::Tensor template_, torch::Tensor scale, double beta, double threshold,
-                                          int64_t threads) {
-  const DeformNet D{base, template_, scale, weights, biases, beta, threshold};
-  const int64_t N = latent.size(0), L = weights.size();
-  torch::Tensor vertices = torch::empty({N, template_.size(0), 3}, template_.options());
-  std::vector<std::vector<torch::Tensor>> pre(N);
-  std::vector<torch::Tensor> shape(N);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, std::min(threads, N)))
-  for (int64_t n = 0; n < N; ++n) vertices[n].copy_(deform_item(D, n, latent, instance_scale, pre[n], shape[n]));
-  std::vector<torch::Tensor> out{vertices};
-  out.insert(out.end(), shape.begin(), shape.end());
-  for (const auto& p : pre) out.insert(out.end(), p.begin(), p.begin() + L);
-  return out;
-}
-
-// d loss / d latent (N, H) and d loss / d instance_scale (N, 3) from d loss / d vertices, through deform_forward.
-std::vector<torch::Tensor> deform_backward(torch::Tensor grad_vertices, torch::Tensor instance_scale,
-                                           std::vector<torch::Tensor> weights, std::vector<torch::Tensor> shape,
-                                           std::vector<torch::Tensor> pre, torch::Tensor scale, double beta,
-                                           double threshold, int64_t threads) {
-  const DeformNet D{{}, {}, scale, weights, {}, beta, threshold};
-  const int64_t N = grad_vertices.size(0), L = weights.size();
-  torch::Tensor grad_latent = torch::empty({N, pre[0].size(1)}, grad_vertices.options());
-  torch::Tensor grad_scale = torch::empty({N, 3}, grad_vertices.options());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, std::min(threads, N)))
-  for (int64_t n = 0; n < N; ++n)
-    deform_item_backward(D, n, grad_vertices[n], instance_scale,
-                         std::vector<torch::Tensor>(pre.begin() + n * L, pre.begin() + (n + 1) * L), shape[n],
-                         grad_latent, grad_scale);
-  return {grad_latent, grad_scale};
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("deform_forward", &deform_forward, "NTDM's deformation network for N items (CPU)");
-  m.def("deform_backward", &deform_backward, "its gradient to the latent terms and instance scales (CPU)");
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("surface_loss", &surface_loss, "NTDM's render-and-compare loss of deformed meshes and its gradient (CPU)");

@@ -4,8 +4,8 @@ A pose step in pure torch is ~150 small operations (rasterise, gather, barycentr
 autograd), and on a 32x84 feature map that overhead, not the arithmetic, is the cost. ``fused_score.cpp``
 projects the mesh, rasterises it (the torch backend's rules), interpolates the per-vertex similarity,
 evaluates NeMo's loss and its gradient to the pose in one pass per image. NTDM's step is the same chain
-with a neural texture instead of vertex similarities: ``deform`` runs the deformation network for all the
-items, ``surface_loss`` projects the deformed meshes, computes their vertex normals, rasterises, interpolates
+with a neural texture instead of vertex similarities: ``surface_loss`` runs each item's deformation network
+(given a ``Deformation``), projects the meshes, computes their vertex normals, rasterises, interpolates
 normals, positions and UVs, blends the view-specific bins at each covered pixel, scores it against the image
 feature and returns the loss and its gradient to the meshes and poses (``texture_score``: the scoring alone,
 for the init search); torch would run ``grid_sample`` over all b x d channels. In the optimisation a pixel's
@@ -221,43 +221,18 @@ def surface_loss(C: torch.Tensor, theta: torch.Tensor, principal: torch.Tensor, 
 
 @dataclass
 class Deformation:
-    """N items' deformed meshes before their network has run (``deformable.StackedMeshes.deformation``): vertices
-    ``(N, V, 3)`` = ``(template + MLP(base + latent)) * scale * instance_scale`` with ``Softplus(beta, threshold)``
-    before each per-item layer ``h @ weights[l][n] + biases[l][n]`` (the last is the head). ``network`` holds the
-    constants ``(base (N, V, H), template (V, 3), scale (N, 1, 3), *weights, *biases)``; differentiable in
-    ``latent (N, H)`` and ``instance_scale (N, 3)``."""
+    """N items' deformed meshes before their network has run, for ``surface_loss`` to run each item's network in
+    the item's task (``deformable.StackedMeshes.deformation``; ``deformable.deformed_vertices`` runs it in torch):
+    vertices ``(N, V, 3)`` = ``(template + MLP(base + latent)) * scale * instance_scale`` with
+    ``Softplus(beta, threshold)`` before each per-item layer ``h @ weights[l][n] + biases[l][n]`` (the last is the
+    head). ``network`` holds the constants ``(base (N, V, H), template (V, 3), scale (N, 1, 3), *weights,
+    *biases)``; the variables are ``latent (N, H)`` and ``instance_scale (N, 3)``."""
 
     latent: torch.Tensor
     instance_scale: torch.Tensor
     network: tuple[torch.Tensor, ...]
     beta: float
     threshold: float
-
-    def vertices(self) -> torch.Tensor:
-        """The vertices, one item per thread task (``surface_loss`` runs each item's network in its own task)."""
-        return _Deform.apply(self.latent, self.instance_scale, self)
-
-
-class _Deform(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, latent, instance_scale, deformation):
-        base, template, scale, *layers = deformation.network
-        weights, biases = layers[:len(layers) // 2], layers[len(layers) // 2:]
-        vertices, *saved = _extension().deform_forward(latent.detach(), instance_scale.detach(), base, weights, biases,
-                                                       template, scale, deformation.beta, deformation.threshold,
-                                                       threads.kernel_threads())
-        ctx.network = (weights, scale, deformation.beta, deformation.threshold, len(latent))
-        ctx.save_for_backward(instance_scale, *saved)
-        return vertices
-
-    @staticmethod
-    def backward(ctx, grad_vertices):
-        instance_scale, *saved = ctx.saved_tensors
-        weights, scale, beta, threshold, n = ctx.network
-        grad_latent, grad_scale = _extension().deform_backward(grad_vertices.contiguous(), instance_scale.detach(),
-                                                               weights, saved[:n], saved[n:], scale, beta, threshold,
-                                                               threads.kernel_threads())
-        return grad_latent, grad_scale, None
 
 
 def pix_to_face(screen: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -90,9 +90,9 @@ class DeformableMesh(nn.Module):
 class StackedMeshes:
     """Several categories' deformable meshes (same template and network shape, any number of shape latents)
     as one batched network with fixed weights, for an optimisation over latents and scales: item n of a
-    batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh
-    (on CPU one op, ``fused_score.Deformation.vertices``). ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)``
-    equals ``cat([mesh(z, s) ...])``."""
+    batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh (on
+    CPU ``fused_score.surface_loss`` runs it inside its per-mesh tasks, from ``deformation``).
+    ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)`` equals ``cat([mesh(z, s) ...])``."""
 
     def __init__(self, meshes: Sequence[DeformableMesh], item_mesh: torch.Tensor):
         first = meshes[0]
@@ -121,14 +121,17 @@ class StackedMeshes:
     def __call__(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> torch.Tensor:
         """Vertices ``(N, V, 3)`` for mesh j's latents ``zs[j]`` ``(n_j, K_j)`` (items in mesh order) and
         instance scales ``(N, 3)``."""
-        deformation = self.deformation(zs, instance_scale)
-        if fused_score.available(instance_scale.device):
-            return deformation.vertices()
-        h = nn.functional.softplus(self.base + deformation.latent[:, None], self.beta, self.threshold)
-        for weight, bias in self.body:
-            h = nn.functional.softplus(torch.baddbmm(bias, h, weight), self.beta, self.threshold)
-        offsets = torch.baddbmm(self.head[1], h, self.head[0])
-        return (self.template + offsets) * self.scale * instance_scale[:, None]
+        return deformed_vertices(self.deformation(zs, instance_scale))
+
+
+def deformed_vertices(deformation: fused_score.Deformation) -> torch.Tensor:
+    """The vertices ``(N, V, 3)`` of a ``StackedMeshes.deformation``, its network run in torch."""
+    base, template, scale, *layers = deformation.network
+    weights, biases = layers[:len(layers) // 2], layers[len(layers) // 2:]
+    h = deformation.latent[:, None] + base
+    for weight, bias in zip(weights, biases):
+        h = torch.baddbmm(bias, nn.functional.softplus(h, deformation.beta, deformation.threshold), weight)
+    return (template + h) * scale * deformation.instance_scale[:, None]
 
 
 def sample_surface(mesh: Mesh, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -46,7 +46,7 @@ from ntdmbench.models.render import rasterize
 from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, initial_poses
 from ntdmbench.models.stages import stage
 from ntdmbench.models.threads import loop_threads
-from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes
+from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes, deformed_vertices
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
     SurfaceFragments,
@@ -322,7 +322,7 @@ def reconstruction_loss(models: list[CategoryModel], meshes: torch.Tensor | fuse
             C, theta, principal, focal, meshes, first.mesh.faces, first.uvs[first.face_uvs], rotations,
             first.alpha_temperature, [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models],
             item_model, table, image, clut, valid, cache)
-    vertices = meshes if isinstance(meshes, torch.Tensor) else meshes.vertices()
+    vertices = meshes if isinstance(meshes, torch.Tensor) else deformed_vertices(meshes)
     a, e, d = position_to_angles(C)
     camera = Camera(a, e, theta, d, principal, focal)
     surface = first.surface(vertices, camera, size)

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from ntdmbench.datasets.synthetic.cad import box
-from ntdmbench.models import fused_score
 from ntdmbench.models import meshes as M
 from ntdmbench.ntdm.deformable import (
     DeformableMesh,
@@ -60,10 +59,7 @@ def test_fit_reaches_each_cad_model_with_its_own_latent():
     assert np.allclose(mesh.scale.detach().numpy() > 0, True)
 
 
-@pytest.mark.parametrize("fused", ["1", "0"])
-def test_stacked_meshes_equal_each_mesh_and_pass_gradients_to_latents_and_scales(fused, monkeypatch):
-    """Through the CPU kernel (``fused_score.deform``) and through torch."""
-    monkeypatch.setenv(fused_score.ENV, fused)
+def test_stacked_meshes_equal_each_mesh_and_pass_gradients_to_latents_and_scales():
     gen = torch.Generator().manual_seed(0)
     meshes = [DeformableMesh(k, template_level=2, hidden=16, init_scale=(0.3, 0.6, 0.2)) for k in (3, 2, 4)]
     for mesh in meshes:
