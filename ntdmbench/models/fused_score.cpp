@@ -34,6 +34,26 @@ static inline void barycentric_backward(const double gbary[3], const double bary
   }
 }
 
+// Camera coordinates cam = R v + t (3) of a CAD-frame vertex v and its screen (x, y, depth) (3):
+// x = px + f cam_x / D, y = py - f cam_y / D, D = -cam_z.
+template <typename T>
+static inline void project_vertex(const double* R, const double* t, double px, double py, double f, const T* v,
+                                  double* cam, double* scr) {
+  for (int i = 0; i < 3; ++i) cam[i] = R[i * 3] * v[0] + R[i * 3 + 1] * v[1] + R[i * 3 + 2] * v[2] + t[i];
+  const double D = -cam[2];
+  scr[0] = px + f * cam[0] / D;
+  scr[1] = py - f * cam[1] / D;
+  scr[2] = D;
+}
+
+// d loss / d cam (gc, 3) of one vertex from d loss / d its screen (x, y, depth) (g, 3): project_vertex's backward.
+static inline void project_vertex_backward(const double* g, const double* cam, const double* scr, double f, double* gc) {
+  const double D = scr[2];
+  gc[0] = g[0] * f / D;
+  gc[1] = -g[1] * f / D;
+  gc[2] = g[0] * f * cam[0] / (D * D) - g[1] * f * cam[1] / (D * D) - g[2];
+}
+
 std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor faces, torch::Tensor R,
                                              torch::Tensor t, torch::Tensor principal, torch::Tensor focal,
                                              torch::Tensor sim, torch::Tensor clut, int64_t H, int64_t W) {
@@ -62,14 +82,7 @@ std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor 
     const double f = focal.data_ptr<double>()[b];
     const float* sb = sim.data_ptr<float>() + b * V * P;
     const float* cb = use_clutter ? clut.data_ptr<float>() + b * P : nullptr;
-    for (int64_t v = 0; v < V; ++v) {
-      for (int i = 0; i < 3; ++i)
-        cam[v * 3 + i] = Rb[i * 3] * vp[v * 3] + Rb[i * 3 + 1] * vp[v * 3 + 1] + Rb[i * 3 + 2] * vp[v * 3 + 2] + tb[i];
-      const double D = -cam[v * 3 + 2];
-      scr[v * 3] = px + f * cam[v * 3] / D;
-      scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
-      scr[v * 3 + 2] = D;
-    }
+    for (int64_t v = 0; v < V; ++v) project_vertex(Rb, tb, px, py, f, vp + v * 3, &cam[v * 3], &scr[v * 3]);
     std::fill(zbuf.begin(), zbuf.end(), std::numeric_limits<double>::infinity());
     std::fill(win.begin(), win.end(), -1);
     for (int64_t fi = 0; fi < F; ++fi) {
@@ -134,10 +147,9 @@ std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor 
     double* gRb = gR.data_ptr<double>() + b * 9;
     double* gtb = gt.data_ptr<double>() + b * 3;
     for (int64_t v = 0; v < V; ++v) {
-      const double gx = gs[v * 3], gy = gs[v * 3 + 1], gz = gs[v * 3 + 2];
-      if (gx == 0 && gy == 0 && gz == 0) continue;
-      const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
-      const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
+      if (gs[v * 3] == 0 && gs[v * 3 + 1] == 0 && gs[v * 3 + 2] == 0) continue;
+      double gc[3];
+      project_vertex_backward(&gs[v * 3], &cam[v * 3], &scr[v * 3], f, gc);
       for (int i = 0; i < 3; ++i) {
         gtb[i] += gc[i];
         for (int j = 0; j < 3; ++j) gRb[i * 3 + j] += gc[i] * vp[v * 3 + j];
@@ -707,14 +719,9 @@ static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, const
   const double px = principal[n * 2], py = principal[n * 2 + 1], f = focal[n];
   std::vector<double> cam(V * 3), scr(V * 3), attr(V * 6), raw(V * 3), gattr(V * 6, 0.0), gscr(V * 3, 0.0);
   std::vector<T> screen(V * 3);
+  const double t[3] = {0, 0, -pose.d};
   for (int64_t v = 0; v < V; ++v) {
-    for (int i = 0; i < 3; ++i)
-      cam[v * 3 + i] = pose.R[i * 3] * vn[v * 3] + pose.R[i * 3 + 1] * vn[v * 3 + 1] + pose.R[i * 3 + 2] * vn[v * 3 + 2];
-    cam[v * 3 + 2] -= pose.d;
-    const double D = -cam[v * 3 + 2];
-    scr[v * 3] = px + f * cam[v * 3] / D;
-    scr[v * 3 + 1] = py - f * cam[v * 3 + 1] / D;
-    scr[v * 3 + 2] = D;
+    project_vertex(pose.R, t, px, py, f, vn + v * 3, &cam[v * 3], &scr[v * 3]);
     for (int i = 0; i < 3; ++i) screen[v * 3 + i] = T(scr[v * 3 + i]);
   }
   vertex_attributes(vn, A.faces, V, A.F, attr.data(), raw.data());
@@ -725,10 +732,9 @@ static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, const
   vertex_attributes_backward(vn, A.faces, V, A.F, raw.data(), gattr.data(), gverts);
   double gR[9] = {0}, gd = 0;  // through the projection and R v + t, t = (0, 0, -|C|)
   for (int64_t v = 0; v < V; ++v) {
-    const double gx = gscr[v * 3], gy = gscr[v * 3 + 1], gz = gscr[v * 3 + 2];
-    if (gx == 0 && gy == 0 && gz == 0) continue;
-    const double D = scr[v * 3 + 2], cx = cam[v * 3], cy = cam[v * 3 + 1];
-    const double gc[3] = {gx * f / D, -gy * f / D, gx * f * cx / (D * D) - gy * f * cy / (D * D) - gz};
+    if (gscr[v * 3] == 0 && gscr[v * 3 + 1] == 0 && gscr[v * 3 + 2] == 0) continue;
+    double gc[3];
+    project_vertex_backward(&gscr[v * 3], &cam[v * 3], &scr[v * 3], f, gc);
     gd -= gc[2];
     for (int i = 0; i < 3; ++i)
       for (int j = 0; j < 3; ++j) {

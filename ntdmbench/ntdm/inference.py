@@ -71,6 +71,7 @@ class CategoryModel(nn.Module):
         face_uvs, uvs = polar_uv(mesh.template, mesh.faces)
         self.register_buffer("face_uvs", face_uvs, persistent=False)
         self.register_buffer("uvs", uvs, persistent=False)
+        self.register_buffer("corner_uvs", uvs[face_uvs], persistent=False)  # (F, 3, 2), the fused kernel's layout
         self.register_buffer("rotations", rotations[:texture.n_bins].clone(), persistent=False)
         self.alpha_temperature = alpha_temperature
         self._starts: OrderedDict[tuple, torch.Tensor] = OrderedDict()
@@ -319,7 +320,7 @@ def reconstruction_loss(models: list[CategoryModel], meshes: torch.Tensor | fuse
     rotations = first.rotations[:1 if single_bin else first.texture.n_bins]
     if fused_score.available(C.device):
         return fused_score.surface_loss(
-            C, theta, principal, focal, meshes, first.mesh.faces, first.uvs[first.face_uvs], rotations,
+            C, theta, principal, focal, meshes, first.mesh.faces, first.corner_uvs, rotations,
             first.alpha_temperature, [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models],
             item_model, table, image, clut, valid, cache)
     vertices = meshes if isinstance(meshes, torch.Tensor) else deformed_vertices(meshes)
