@@ -102,21 +102,18 @@ class StackedMeshes:
         with torch.no_grad():
             self.latent = [m.latent_layer.weight.T for m in meshes]
             self.base = torch.stack([m.template_features() for m in meshes])[item_mesh]  # (N, V, hidden)
-            linears = [[layer for layer in m.body if isinstance(layer, nn.Linear)] for m in meshes]
-            self.body = [(torch.stack([ls[i].weight.T for ls in linears])[item_mesh],
-                          torch.stack([ls[i].bias for ls in linears])[item_mesh, None])
-                         for i in range(len(linears[0]))]
-            self.head = (torch.stack([m.head.weight.T for m in meshes])[item_mesh],
-                         torch.stack([m.head.bias for m in meshes])[item_mesh, None])
+            # per item, each layer after the first (the body's, then the head): weight (N, in, out), bias (N, 1, out)
+            layers = [[*(layer for layer in m.body if isinstance(layer, nn.Linear)), m.head] for m in meshes]
+            self.weights = [torch.stack([ls[i].weight.T for ls in layers])[item_mesh] for i in range(len(layers[0]))]
+            self.biases = [torch.stack([ls[i].bias for ls in layers])[item_mesh, None] for i in range(len(layers[0]))]
             self.scale = torch.stack([m.scale for m in meshes])[item_mesh, None]  # (N, 1, 3)
 
     def deformation(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> fused_score.Deformation:
         """The items' meshes before the network runs, for ``fused_score.surface_loss`` (which runs each item's
         network in its own task); inputs as ``__call__``'s."""
         latent = torch.cat([z.to(self.template.dtype) @ weight for weight, z in zip(self.latent, zs)])
-        network = (self.base, self.template, self.scale, *(w for w, _ in self.body), self.head[0],
-                   *(b for _, b in self.body), self.head[1])
-        return fused_score.Deformation(latent, instance_scale, network, self.beta, self.threshold)
+        return fused_score.Deformation(latent, instance_scale, (self.base, self.template, self.scale, *self.weights,
+                                                                *self.biases), self.beta, self.threshold)
 
     def __call__(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> torch.Tensor:
         """Vertices ``(N, V, 3)`` for mesh j's latents ``zs[j]`` ``(n_j, K_j)`` (items in mesh order) and
