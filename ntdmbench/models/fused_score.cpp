@@ -6,7 +6,9 @@
 //   loss_b = 1 - (mean_p max(score_p, clut_p) - mean_p clut_p)   (or 1 - mean_p score_p without clutter)
 // and d loss_b / d R_b, d loss_b / d t_b. Doubles inside; sim and clut are read as float32.
 #include <torch/extension.h>
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -707,16 +709,15 @@ static void vertex_attributes_backward(const T* verts, const int64_t* faces, int
   }
 }
 
-// Item n's loss and (with A.with_grad) its gradient to C[n], theta[n] and its vertices vn (gverts, (V, 3), added
-// to). Its camera is centre_pose(C[n], theta[n]) with its principal point and focal length; the screen vertices
-// are computed in double and searched for winners in T, the dtype of the vertices (render.py's torch backend
-// rasterises in it).
+// Item n's loss and (with A.with_grad) its gradient to its camera centre C (3), in-plane rotation theta and its
+// vertices vn (gverts, (V, 3), added to). Its camera is centre_pose(C, theta) with principal point (px, py) and focal
+// length f; the screen vertices are computed in double and searched for winners in T, the dtype of the vertices
+// (render.py's torch backend rasterises in it).
 template <typename T>
-static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, const double* theta, const double* principal,
-                         const double* focal, const T* vn, double* loss, double* gC, double* gtheta, double* gverts) {
+static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, double theta, double px, double py, double f,
+                         const T* vn, double* loss, double* gC, double* gtheta, double* gverts) {
   const int64_t V = A.V;
-  const CentrePose pose = centre_pose(C + n * 3, theta[n]);
-  const double px = principal[n * 2], py = principal[n * 2 + 1], f = focal[n];
+  const CentrePose pose = centre_pose(C, theta);
   std::vector<double> cam(V * 3), scr(V * 3), attr(V * 6), raw(V * 3), gattr(V * 6, 0.0), gscr(V * 3, 0.0);
   std::vector<T> screen(V * 3);
   const double t[3] = {0, 0, -pose.d};
@@ -726,8 +727,7 @@ static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, const
   }
   vertex_attributes(vn, A.faces, V, A.F, attr.data(), raw.data());
   double gcentre[3] = {0, 0, 0};
-  surface_item<T>(A, n, screen.data(), scr.data(), attr.data(), C + n * 3, loss + n, gscr.data(), gattr.data(),
-                  gcentre);
+  surface_item<T>(A, n, screen.data(), scr.data(), attr.data(), C, loss, gscr.data(), gattr.data(), gcentre);
   if (!A.with_grad) return;
   vertex_attributes_backward(vn, A.faces, V, A.F, raw.data(), gattr.data(), gverts);
   double gR[9] = {0}, gd = 0;  // through the projection and R v + t, t = (0, 0, -|C|)
@@ -742,8 +742,8 @@ static void surface_mesh(const SurfaceArgs& A, int64_t n, const double* C, const
         gverts[v * 3 + j] += pose.R[i * 3 + j] * gc[i];
       }
   }
-  centre_pose_backward(pose, C + n * 3, gR, gd, gC + n * 3, gtheta + n);
-  for (int i = 0; i < 3; ++i) gC[n * 3 + i] += gcentre[i];
+  centre_pose_backward(pose, C, gR, gd, gC, gtheta);
+  for (int i = 0; i < 3; ++i) gC[i] += gcentre[i];
 }
 
 // NTDM's deformation network (deformable.StackedMeshes) with fixed per-item weights, for item n:
@@ -755,28 +755,37 @@ struct DeformNet {
   double beta, threshold;
 };
 
-// Item n's vertices (V, 3); `pre` gets each layer's input pre-activation and `shape` the unscaled vertices.
+// Item n's vertices (V, 3) for its latent term (H,) and instance scale (3,); `pre` gets each layer's input
+// pre-activation and `shape` the unscaled vertices.
 static torch::Tensor deform_item(const DeformNet& D, int64_t n, const torch::Tensor& latent,
                                  const torch::Tensor& instance_scale, std::vector<torch::Tensor>& pre,
                                  torch::Tensor& shape) {
-  torch::Tensor h = D.base[n] + latent[n];
+  torch::Tensor h = D.base[n] + latent;
   for (size_t l = 0; l < D.weights.size(); ++l) {
     pre.push_back(h);
     h = at::addmm(D.biases[l][n], at::softplus(h, D.beta, D.threshold), D.weights[l][n]);
   }
   shape = D.template_ + h;
-  return shape * D.scale[n] * instance_scale[n];
+  return shape * D.scale[n] * instance_scale;
 }
 
-// d loss / d latent[n] and d loss / d instance_scale[n] (written to their rows) from d loss / d item n's vertices g.
+// d loss / d latent (H,) and d loss / d instance scale (3,), written to grad_latent and grad_scale, from
+// d loss / d item n's vertices g.
 static void deform_item_backward(const DeformNet& D, int64_t n, const torch::Tensor& g, const torch::Tensor& instance_scale,
                                  const std::vector<torch::Tensor>& pre, const torch::Tensor& shape,
-                                 torch::Tensor& grad_latent, torch::Tensor& grad_scale) {
-  grad_scale[n].copy_((g * shape * D.scale[n]).sum(0));
-  torch::Tensor gh = g * (D.scale[n] * instance_scale[n]);
+                                 torch::Tensor grad_latent, torch::Tensor grad_scale) {
+  grad_scale.copy_((g * shape * D.scale[n]).sum(0));
+  torch::Tensor gh = g * (D.scale[n] * instance_scale);
   for (int64_t l = int64_t(D.weights.size()) - 1; l >= 0; --l)
     gh = at::softplus_backward(at::mm(gh, D.weights[l][n].t()), pre[l], D.beta, D.threshold);
-  grad_latent[n].copy_(gh.sum(0));
+  grad_latent.copy_(gh.sum(0));
+}
+
+// Fusion of Deformation.network: base, template, scale, then the L weights and the L biases.
+static DeformNet deform_net(const std::vector<torch::Tensor>& network, double beta, double threshold) {
+  const size_t L = (network.size() - 3) / 2;
+  return {network[0], network[1], network[2], {network.begin() + 3, network.begin() + 3 + L},
+          {network.begin() + 3 + L, network.end()}, beta, threshold};
 }
 
 // The inputs of surface_loss as the kernel reads them (converted once, kept alive by `keep`).
@@ -842,14 +851,17 @@ static void surface_meshes(const SurfaceArgs& A, const DeformNet* D, const torch
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t n = 0; n < N; ++n) {
     if (D == nullptr) {
-      surface_mesh<T>(A, n, Cp, thp, pp, fp, verts.data_ptr<T>() + n * V * 3, lp, gCp, gthp, gvp + n * V * 3);
+      surface_mesh<T>(A, n, Cp + n * 3, thp[n], pp[n * 2], pp[n * 2 + 1], fp[n], verts.data_ptr<T>() + n * V * 3,
+                      lp + n, gCp + n * 3, gthp + n, gvp + n * V * 3);
       continue;
     }
     std::vector<torch::Tensor> pre;
     torch::Tensor shape;
-    const torch::Tensor vn = deform_item(*D, n, latent, instance_scale, pre, shape).contiguous();
-    surface_mesh<T>(A, n, Cp, thp, pp, fp, vn.data_ptr<T>(), lp, gCp, gthp, gvp + n * V * 3);
-    if (A.with_grad) deform_item_backward(*D, n, gverts[n].to(vn.scalar_type()), instance_scale, pre, shape, glatent, gscale);
+    const torch::Tensor vn = deform_item(*D, n, latent[n], instance_scale[n], pre, shape).contiguous();
+    surface_mesh<T>(A, n, Cp + n * 3, thp[n], pp[n * 2], pp[n * 2 + 1], fp[n], vn.data_ptr<T>(), lp + n, gCp + n * 3,
+                    gthp + n, gvp + n * V * 3);
+    if (A.with_grad)
+      deform_item_backward(*D, n, gverts[n].to(vn.scalar_type()), instance_scale[n], pre, shape, glatent[n], gscale[n]);
   }
 }
 
@@ -873,13 +885,8 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
   focal = focal.to(torch::kDouble).contiguous();
   const bool deformed = verts.numel() == 0;
   DeformNet D;
-  if (deformed) {  // network: base, template, scale, then the L weights and the L biases
-    const size_t L = (network.size() - 3) / 2;
-    D = {network[0], network[1], network[2], {network.begin() + 3, network.begin() + 3 + L},
-         {network.begin() + 3 + L, network.end()}, beta, threshold};
-  } else {
-    verts = verts.contiguous();
-  }
+  if (deformed) D = deform_net(network, beta, threshold);
+  else verts = verts.contiguous();
   const int64_t N = C.size(0), V = deformed ? D.template_.size(0) : verts.size(1);
   TORCH_CHECK(theta.numel() == N && principal.size(0) == N && focal.numel() == N
               && (deformed ? latent.size(0) == N && instance_scale.size(0) == N : verts.size(0) == N && verts.size(2) == 3),
@@ -903,9 +910,156 @@ std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, to
   return {loss, gC, gtheta, gverts};
 }
 
+// NTDM's optimisation of pose, latent and instance scale (inference.fit_categories' torch loop with
+// render_compare.PoseOptimizer): `steps` Adam steps with lr * gamma after every `every` steps, the latent z kept on
+// the simplex (`simplex`) and log s' clamped to [-bound, bound] (bound 0: unbounded); `shape` false fixes z.
+struct FitSettings {
+  int64_t steps, every;
+  double lr, beta1, beta2, eps, gamma, bound;
+  bool shape, simplex;
+};
+
+// One float element's Adam update as torch's fused CPU Adam makes it for the elements past its last full vector (all
+// of a tensor shorter than one): float arithmetic, exp_avg.lerp_(g, 1 - beta1) and the second moment's update as
+// fused multiply-adds. Written per element, an item's result does not depend on how many items share the batch.
+static inline void adam_update(float& p, float& m, float& v, float g, const FitSettings& S, float step_size,
+                               float bc2_sqrt) {
+  const float w = float(1 - S.beta1);
+  m = std::abs(w) < 0.5f ? std::fma(w, g - m, m) : std::fma(w - 1.f, g - m, g);
+  v = v * float(S.beta2) + float(1 - S.beta2) * g * g;
+  p = p - step_size * m / (std::sqrt(v) / bc2_sqrt + float(S.eps));
+}
+
+// inference.project_simplex of one row z (K,) in its float arithmetic (torch's CPU cumsum accumulates in double).
+static void project_simplex(float* z, int64_t K) {
+  std::vector<float> u(z, z + K), css(K);
+  std::sort(u.begin(), u.end(), std::greater<float>());
+  double run = 0;
+  int64_t rho = 0;
+  for (int64_t i = 0; i < K; ++i) {
+    run += u[i];
+    css[i] = float(run) - 1.f;
+    if (u[i] - css[i] / float(i + 1) > 0) rho = i;
+  }
+  const float shift = css[rho] / float(rho + 1);
+  for (int64_t i = 0; i < K; ++i) z[i] = std::max(z[i] - shift, 0.f);
+}
+
+// Item n's whole optimisation, its parameters updated in place: C (3), theta, log s' (3) and z (K) with latent
+// weights `weight` (K, H), then its loss at the final parameters. Each step is surface_loss for this item followed by
+// what autograd and the optimiser do with it in torch: the gradients cast to float, through latent = z weight and
+// s' = exp(log s'), then Adam, the simplex projection and the clamp.
+template <typename T>
+static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const DeformNet& D, const FitSettings& S,
+                     int64_t n, const torch::Tensor& weight, float* C, float* theta, float* log_scale, float* z,
+                     double px, double py, double f, float* final_loss) {
+  const int64_t K = weight.size(0), P = 7 + K;  // C, theta, log s', z
+  auto fopt = torch::TensorOptions().dtype(torch::kFloat);
+  const torch::Tensor zrow = torch::from_blob(z, {1, K}, fopt), log_s = torch::from_blob(log_scale, {3}, fopt);
+  torch::Tensor gverts = torch::empty({A.V, 3}, torch::TensorOptions().dtype(torch::kDouble));
+  torch::Tensor glatent = torch::empty({1, weight.size(1)}, fopt), gscale = torch::empty({3}, fopt);
+  float* params[] = {C, C + 1, C + 2, theta, log_scale, log_scale + 1, log_scale + 2};
+  std::vector<float> m(P, 0.f), v(P, 0.f), g(P);
+  double lr = S.lr;
+  for (int64_t step = 1;; ++step) {
+    const bool last = step > S.steps;
+    const torch::Tensor scale = at::exp(log_s);  // torch's exp (MKL's), not libm's: the same roundings
+    const float* s = scale.data_ptr<float>();
+    std::vector<torch::Tensor> pre;
+    torch::Tensor shape;
+    const torch::Tensor vn = deform_item(D, n, at::mm(zrow, weight)[0], scale, pre, shape).contiguous();
+    const double Cd[3] = {C[0], C[1], C[2]};
+    double loss = 0, gC[3] = {0, 0, 0}, gtheta = 0;
+    gverts.zero_();
+    surface_mesh<T>(last ? loss_only : A, n, Cd, *theta, px, py, f, vn.data_ptr<T>(), &loss, gC, &gtheta,
+                    gverts.data_ptr<double>());
+    if (last) {
+      *final_loss = float(loss);
+      return;
+    }
+    deform_item_backward(D, n, gverts.to(vn.scalar_type()), scale, pre, shape, glatent[0], gscale);
+    for (int i = 0; i < 3; ++i) {
+      g[i] = float(gC[i]);
+      g[4 + i] = gscale.data_ptr<float>()[i] * s[i];
+    }
+    g[3] = float(gtheta);
+    const int64_t updated = S.shape ? P : 7;
+    if (S.shape) {
+      const torch::Tensor gz = at::mm(glatent, weight.t());
+      for (int64_t k = 0; k < K; ++k) g[7 + k] = gz.data_ptr<float>()[k];
+    }
+    const float step_size = float(lr / (1 - std::pow(S.beta1, double(step))));
+    const float bc2_sqrt = float(std::sqrt(1 - std::pow(S.beta2, double(step))));
+    for (int64_t i = 0; i < updated; ++i)
+      adam_update(i < 7 ? *params[i] : z[i - 7], m[i], v[i], g[i], S, step_size, bc2_sqrt);
+    if (S.shape && S.simplex) project_simplex(z, K);
+    if (S.bound > 0)
+      for (int i = 0; i < 3; ++i) log_scale[i] = std::min(std::max(log_scale[i], float(-S.bound)), float(S.bound));
+    if (step % S.every == 0) lr *= S.gamma;
+  }
+}
+
+template <typename T>
+static void fit_items(const SurfaceArgs& A, const DeformNet& D, const FitSettings& S,
+                      const std::vector<torch::Tensor>& latent_weights, torch::Tensor& C, torch::Tensor& theta,
+                      torch::Tensor& log_scale, torch::Tensor& z, const torch::Tensor& principal,
+                      const torch::Tensor& focal, torch::Tensor& loss, int64_t threads) {
+  SurfaceArgs loss_only = A;
+  loss_only.with_grad = false;
+  const int64_t N = C.size(0), Kmax = z.size(1);
+  const double *pp = principal.data_ptr<double>(), *fp = focal.data_ptr<double>();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t n = 0; n < N; ++n)
+    fit_item<T>(A, loss_only, D, S, n, latent_weights[A.item_model[n]], C.data_ptr<float>() + n * 3,
+                theta.data_ptr<float>() + n, log_scale.data_ptr<float>() + n * 3, z.data_ptr<float>() + n * Kmax,
+                pp[n * 2], pp[n * 2 + 1], fp[n], loss.data_ptr<float>() + n);
+}
+
+// NTDM's whole optimisation of N items from their starts (C (N, 3), theta (N,), log s' (N, 3), z (N, Kmax), item n
+// using the first K of latent_weights[item_model[n]] (K, H) columns), the other inputs as surface_loss's: one task
+// per item for all its steps, so threads never wait for each other within a fit. Returns the final C, theta, log s',
+// z and loss (N,), all float32.
+std::vector<torch::Tensor> surface_fit(torch::Tensor C, torch::Tensor theta, torch::Tensor log_scale, torch::Tensor z,
+                                       std::vector<torch::Tensor> latent_weights, torch::Tensor principal,
+                                       torch::Tensor focal, std::vector<torch::Tensor> network, double beta,
+                                       double threshold, torch::Tensor faces, torch::Tensor corner_uv,
+                                       torch::Tensor rotations, double temperature, std::vector<torch::Tensor> texels,
+                                       std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
+                                       torch::Tensor item_model, torch::Tensor feats, torch::Tensor image,
+                                       torch::Tensor clut, torch::Tensor valid, torch::Tensor cached_cell,
+                                       torch::Tensor dots, int64_t H, int64_t W, int64_t steps, int64_t every,
+                                       double lr, double beta1, double beta2, double gamma, double bound, bool shape,
+                                       bool simplex, int64_t threads) {
+  C = C.to(torch::kFloat).clone().contiguous();
+  theta = theta.to(torch::kFloat).clone().contiguous();
+  log_scale = log_scale.to(torch::kFloat).clone().contiguous();
+  z = z.to(torch::kFloat).clone().contiguous();
+  principal = principal.to(torch::kDouble).contiguous();
+  focal = focal.to(torch::kDouble).contiguous();
+  const DeformNet D = deform_net(network, beta, threshold);
+  TORCH_CHECK(D.template_.scalar_type() == torch::kFloat, "surface_fit: float32 meshes");
+  for (auto& w : latent_weights) w = w.to(torch::kFloat);  // its layout kept: the same matrix products as torch
+  const int64_t N = C.size(0), V = D.template_.size(0);
+  TORCH_CHECK(theta.numel() == N && log_scale.size(0) == N && z.size(0) == N && principal.size(0) == N
+              && focal.numel() == N && every >= 1,
+              "surface_fit: C (N, 3), theta (N,), log_scale (N, 3), z (N, K), principal (N, 2), focal (N,)");
+  std::vector<torch::Tensor> keep;
+  const SurfaceArgs A = surface_args(keep, N, V, faces, corner_uv, rotations, temperature, texels, grams, gram_states,
+                                     item_model, feats, image, clut, valid, cached_cell, dots, H, W, true);
+  for (int64_t n = 0; n < N; ++n)
+    TORCH_CHECK(A.item_model[n] >= 0 && A.item_model[n] < int64_t(latent_weights.size())
+                && latent_weights[A.item_model[n]].size(0) <= z.size(1), "surface_fit: one latent weight per model");
+  const FitSettings S{steps, every, lr, beta1, beta2, 1e-8, gamma, bound, shape, simplex};
+  torch::Tensor loss = torch::zeros({N}, torch::TensorOptions().dtype(torch::kFloat));
+  fit_items<float>(A, D, S, latent_weights, C, theta, log_scale, z, principal, focal, loss,
+                   std::max<int64_t>(1, std::min(threads, N)));
+  return {C, theta, log_scale, z, loss};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
+  m.def("surface_fit", &surface_fit, "NTDM's whole optimisation of pose, latent and instance scale (CPU)");
   m.def("surface_loss", &surface_loss, "NTDM's render-and-compare loss of deformed meshes and its gradient (CPU)");
   m.def("texture_score", &texture_score, "NTDM's blended neural-texture score at surface points and its gradient (CPU)");
   m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");

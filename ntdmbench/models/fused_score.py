@@ -219,6 +219,53 @@ def surface_loss(C: torch.Tensor, theta: torch.Tensor, principal: torch.Tensor, 
     return _SurfaceLoss.apply(C, theta, None, meshes.latent, meshes.instance_scale, arguments)
 
 
+def surface_fit(C: torch.Tensor, theta: torch.Tensor, log_scale: torch.Tensor, zs: list[torch.Tensor],
+                latent_weights: list[torch.Tensor], principal: torch.Tensor, focal: torch.Tensor,
+                deformation: Deformation, faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor,
+                temperature: float, texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]],
+                item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor,
+                clutter: torch.Tensor | None, valid: torch.Tensor, optimiser: Optimisation
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """NTDM's whole optimisation in one call: ``optimiser.steps`` steps of ``surface_loss`` (inputs as there; the
+    ``deformation``'s latent and instance scale are ignored) with what autograd and ``PoseOptimizer`` do around it,
+    from the starts ``C (N, 3)``, ``theta (N,)``, ``log_scale (N, 3)`` (log s') and ``zs`` (model j's items' latents
+    ``(n_j, K_j)``, items in model order; latent term ``z @ latent_weights[j]``). Each item runs all its steps in one
+    thread task, so threads never wait for each other between steps. Returns the final C, theta, log s', zs and
+    ``(N,)`` losses at them."""
+    N, h, w = valid.shape
+    clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
+    z = torch.zeros(N, max(len(wt) for wt in latent_weights))
+    row = 0
+    for latent in zs:
+        z[row:row + len(latent), :latent.shape[1]] = latent
+        row += len(latent)
+    C, theta, log_scale, z, loss = _extension().surface_fit(
+        C.detach(), theta.detach(), log_scale.detach(), z, list(latent_weights), principal, focal,
+        list(deformation.network), deformation.beta, deformation.threshold, faces, corner_uv, rotations,
+        float(temperature), list(texels), [g for g, _ in grams], [state for _, state in grams], item_model,
+        feature_rows, image, clut, valid.reshape(N, h * w), *dot_cache(N, h * w), h, w, optimiser.steps,
+        optimiser.every, optimiser.lr, *optimiser.betas, optimiser.gamma, optimiser.scale_bound, optimiser.shape,
+        optimiser.simplex, threads.kernel_threads())
+    parts = z.split([len(latent) for latent in zs])
+    return C, theta, log_scale, [part[:, :latent.shape[1]] for part, latent in zip(parts, zs)], loss
+
+
+@dataclass
+class Optimisation:
+    """``surface_fit``'s optimiser: Adam (``lr``, ``betas``, eps 1e-8) with lr x ``gamma`` every ``every`` steps
+    (``render_compare.PoseOptimizer``), the latent kept on the simplex (``simplex``) or fixed (not ``shape``), log s'
+    clamped to +-``scale_bound`` (0: unbounded)."""
+
+    steps: int
+    every: int
+    lr: float
+    betas: tuple[float, float]
+    gamma: float
+    scale_bound: float
+    shape: bool
+    simplex: bool
+
+
 @dataclass
 class Deformation:
     """N items' deformed meshes before their network has run, for ``surface_loss`` to run each item's network in

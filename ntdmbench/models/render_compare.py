@@ -123,6 +123,11 @@ def best_start(start_maps: torch.Tensor, features: torch.Tensor, clut_score: tor
     return losses.argmin(1), losses
 
 
+def decay_interval(steps: int, decays: int = 3) -> int:
+    """Steps between ``PoseOptimizer``'s lr decays: ``decays`` over a run of ``steps``."""
+    return max(1, steps // decays)
+
+
 class PoseOptimizer:
     """Adam with NeMo's settings and step decay: ``lr * gamma ** (step // (steps // 3))``.
 
@@ -137,7 +142,7 @@ class PoseOptimizer:
         # fused: one kernel per step instead of ~20 small ones (the loop is overhead-bound)
         self.optimizer = torch.optim.Adam(list(params), lr=lr, betas=tuple(betas), fused=True)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
-        self.every = max(1, steps // decays)
+        self.every = decay_interval(steps, decays)
         self.count = 0
 
     @property

@@ -43,7 +43,7 @@ from torch import nn
 from ntdmbench.models import fused_score
 from ntdmbench.models.camera import Camera, camera_position, position_to_angles
 from ntdmbench.models.render import rasterize
-from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, initial_poses
+from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, decay_interval, initial_poses
 from ntdmbench.models.stages import stage
 from ntdmbench.models.threads import loop_threads
 from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes, deformed_vertices
@@ -364,6 +364,12 @@ def _batchable(models: list[CategoryModel]) -> bool:
                and network(m) == network(first) for m in models[1:])
 
 
+def _fit_in_kernel(features: torch.Tensor) -> bool:
+    """Whether ``fit_categories`` runs each item's whole optimisation in one kernel call (``fused_score.surface_fit``:
+    float32 on CPU) rather than a torch loop around the per-step kernel."""
+    return features.dtype == torch.float32
+
+
 def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: torch.Tensor | None,
                    valid: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor, settings: InferenceSettings,
                    rows: list[torch.Tensor], starts: list[tuple | None]) -> list[Fit]:
@@ -397,26 +403,41 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
         theta = angles[:, 2].clone().requires_grad_(True)
         zs = [st[1].to(dtype).clone().requires_grad_(not settings.fix_shape) for st in starts]
         log_scale = torch.zeros(N, 3, dtype=dtype, device=features.device, requires_grad=True)
-        params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
         table = feature_table(features)
         item_clut, item_valid = None if clut is None else clut[image], valid[image]
         item_principal, item_focal = principal[image].to(dtype), focal[image].to(dtype)
         deform = StackedMeshes([m.mesh for m in models], item_model)
         fused = fused_score.available(features.device)
-        cache = fused_score.dot_cache(N, table.shape[0] // len(features)) if fused else None
+        if fused and _fit_in_kernel(features):
+            first = models[0]
+            rotations = first.rotations[:1 if settings.single_alpha else first.texture.n_bins]
+            with torch.no_grad(), loop_threads(features.device):
+                C, theta, log_scale, zs, final = fused_score.surface_fit(
+                    C, theta, log_scale, zs, deform.latent, item_principal, item_focal, deform.deformation(zs, log_scale),
+                    first.mesh.faces, first.corner_uvs, rotations, first.alpha_temperature,
+                    [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models], item_model, table,
+                    image, item_clut, item_valid, fused_score.Optimisation(
+                        settings.steps, decay_interval(settings.steps), settings.pose_lr,
+                        (settings.pose_beta1, settings.pose_beta2), settings.pose_gamma,
+                        math.log(settings.scale_range) if settings.scale_range else 0.0, not settings.fix_shape,
+                        settings.latent_simplex))
+        else:
+            params = [C, theta, log_scale] + ([] if settings.fix_shape else zs)
+            cache = fused_score.dot_cache(N, table.shape[0] // len(features)) if fused else None
 
-        def loss_at() -> torch.Tensor:
-            meshes = (deform.deformation if fused else deform)(zs, log_scale.exp())
-            return reconstruction_loss(models, meshes, C, theta, item_principal, item_focal, item_model, image,
-                                       features, table, item_clut, item_valid, settings.single_alpha, cache)
+            def loss_at() -> torch.Tensor:
+                meshes = (deform.deformation if fused else deform)(zs, log_scale.exp())
+                return reconstruction_loss(models, meshes, C, theta, item_principal, item_focal, item_model, image,
+                                           features, table, item_clut, item_valid, settings.single_alpha, cache)
 
-        if settings.steps:
-            opt = PoseOptimizer(params, settings.steps, settings.pose_lr, (settings.pose_beta1, settings.pose_beta2),
-                                settings.pose_gamma)
-            with loop_threads(features.device):
-                _optimise(loss_at, opt, params, zs, log_scale, settings)
+            if settings.steps:
+                opt = PoseOptimizer(params, settings.steps, settings.pose_lr,
+                                    (settings.pose_beta1, settings.pose_beta2), settings.pose_gamma)
+                with loop_threads(features.device):
+                    _optimise(loss_at, opt, params, zs, log_scale, settings)
+            with torch.no_grad():
+                final = loss_at()
         with torch.no_grad():
-            final = loss_at()
             a, e, d = position_to_angles(C)
     return [Fit(*fields, z.detach(), scale, loss, start[2]) for *fields, z, scale, loss, start in
             zip(a.split(counts), e.split(counts), theta.detach().split(counts), d.split(counts), zs,

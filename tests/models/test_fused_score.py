@@ -260,3 +260,26 @@ def test_ntdm_surface_loss_dot_cache_carries_over_steps():
     torch.testing.assert_close(warm_loss, fresh_loss, atol=0, rtol=0)
     for got, want in zip(warm_grads, fresh_grads):
         torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("fix_shape", [False, True])
+def test_ntdm_fit_in_one_kernel_call_follows_the_step_loop(fix_shape, monkeypatch):
+    """``surface_fit`` runs each item's steps (Adam, lr decay, simplex projection, scale clamp) inside the kernel:
+    the same fit as the torch loop around the per-step kernel, to float rounding, with NeMo's betas and decay too."""
+    from ntdmbench.ntdm import inference as ntdm
+
+    models, features, clutter, valid = _ntdm_items()
+    principal, focal = torch.tensor([[w / 2, h / 2]]).expand(2, 2), torch.full((2,), 3000.0 / STRIDE * 0.6)
+    starts = [(torch.tensor([[0.9, 0.25, 0.05], [2.0, 0.1, -0.1]]), torch.tensor([[0.1, 0.8, 0.1], [0.4, 0.3, 0.3]]),
+               torch.zeros(2)), (torch.tensor([[4.0, 0.5, 0.2]]), torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1))]
+    rows = [torch.tensor([0, 1]), torch.tensor([1])]
+    fits = {}
+    for kernel in (True, False):
+        monkeypatch.setattr(ntdm, "_fit_in_kernel", lambda features: kernel)
+        fits[kernel] = ntdm.fit_categories(models, features, clutter, valid, principal, focal, ntdm.InferenceSettings(
+            steps=6, pose_beta1=0.4, pose_beta2=0.6, pose_gamma=0.5, scale_range=1.05, fix_shape=fix_shape), rows, starts)
+    for got, want in zip(fits[True], fits[False]):
+        for field in ("azimuth", "elevation", "theta", "distance", "latent", "scale", "loss"):
+            torch.testing.assert_close(getattr(got, field), getattr(want, field), atol=1e-5, rtol=0)
+        assert not torch.equal(got.distance, torch.full_like(got.distance, 5.0))  # it moved
+    assert (fits[True][0].scale.log().abs() <= math.log(1.05) + 1e-6).all()
