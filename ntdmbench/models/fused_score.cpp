@@ -8,6 +8,7 @@
 #include <torch/extension.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <vector>
@@ -301,21 +302,36 @@ struct Footprint {
   const float* T[4];
 };
 
+// The fractional texel position of UV (u, v) in a q x q texture: x (periodic) and y (clamped) in texel units from the
+// first texel centre, and the bilinear weights of the 4 corners.
+struct Bilinear {
+  double x, y, yr, fx, fy;
+  float w[4];
+};
+
+static inline __attribute__((always_inline)) Bilinear bilinear(int64_t q, double u, double v) {
+  Bilinear B;
+  B.x = (u - std::floor(u)) * q - 0.5;
+  B.fx = B.x - std::floor(B.x);
+  B.yr = (1.0 - v) * q - 0.5;
+  B.y = std::min(std::max(B.yr, 0.0), double(q - 1));
+  B.fy = B.y - std::floor(B.y);
+  const double fx = B.fx, fy = B.fy;
+  B.w[0] = float((1 - fx) * (1 - fy)); B.w[1] = float(fx * (1 - fy)); B.w[2] = float((1 - fx) * fy); B.w[3] = float(fx * fy);
+  return B;
+}
+
 static inline __attribute__((always_inline)) Footprint footprint(const Texture& X, double u, double v) {
   const int64_t q = X.q, NB = X.NB, d = X.d;
+  const Bilinear B = bilinear(q, u, v);
   Footprint P;
-  const double x = (u - std::floor(u)) * q - 0.5, x0 = std::floor(x);
-  P.fx = x - x0;
-  const int64_t ca = (((int64_t)x0 % q) + q) % q, cb = (ca + 1) % q;
-  P.yr = (1.0 - v) * q - 0.5;
-  const double y = std::min(std::max(P.yr, 0.0), double(q - 1)), y0 = std::floor(y);
-  P.fy = y - y0;
-  const int64_t ra = (int64_t)y0, rb = std::min<int64_t>(ra + 1, q - 1);
+  P.fx = B.fx; P.fy = B.fy; P.yr = B.yr;
+  const int64_t ca = (((int64_t)std::floor(B.x) % q) + q) % q, cb = (ca + 1) % q;
+  const int64_t ra = (int64_t)std::floor(B.y), rb = std::min<int64_t>(ra + 1, q - 1);
   P.cell = ra * q + ca;
   P.T[0] = X.tex + (ra * q + ca) * NB * d; P.T[1] = X.tex + (ra * q + cb) * NB * d;
   P.T[2] = X.tex + (rb * q + ca) * NB * d; P.T[3] = X.tex + (rb * q + cb) * NB * d;
-  const double fx = P.fx, fy = P.fy;
-  P.w[0] = float((1 - fx) * (1 - fy)); P.w[1] = float(fx * (1 - fy)); P.w[2] = float((1 - fx) * fy); P.w[3] = float(fx * fy);
+  std::copy(B.w, B.w + 4, P.w);
   return P;
 }
 
@@ -519,6 +535,149 @@ std::vector<torch::Tensor> texture_score(torch::Tensor texels, torch::Tensor uv,
 #pragma omp parallel for schedule(dynamic, 1) num_threads(std::max<int64_t>(1, threads))
   for (int64_t lo = 0; lo < M; lo += block) texture_score_range(args, lo, std::min(M, lo + block));
   return {score, guv, galpha};
+}
+
+// The init search scores ~10^6 start points against each image, but only ~1/5 as many distinct (pixel, texel)
+// pairs occur among their bilinear corners: start_pairs lists each point's 4 corner texels and blend norm
+// (image-independent, kept with the starts), start_scores then takes the nb texel-feature dot products once per
+// distinct pair, and each point's score is s = sum_c w_c sum_b alpha_b <T_c[b], f> / |sum_b alpha_b T_b(uv)|:
+// blend_score's number.
+
+// Per point (M): its 4 corner texels' indices q r + c (M, 4) int32 (footprint's order) and the norm of its blended
+// texel vector (M,).
+std::vector<torch::Tensor> start_pairs(torch::Tensor texels, torch::Tensor uv, torch::Tensor alpha, int64_t threads) {
+  texels = texels.to(torch::kFloat).contiguous();
+  uv = uv.to(torch::kFloat).contiguous();
+  alpha = alpha.to(torch::kFloat).contiguous();
+  const int64_t q = texels.size(0), NB = texels.size(2), d = texels.size(3), M = uv.size(0), nb = alpha.size(1);
+  TORCH_CHECK(nb <= NB && alpha.size(0) == M, "start_pairs: texels (q, q, NB, d), uv (M, 2), alpha (M, nb <= NB)");
+  torch::Tensor corners = torch::empty({M, 4}, torch::TensorOptions().dtype(torch::kInt));
+  torch::Tensor norm = torch::empty({M}, torch::TensorOptions().dtype(torch::kFloat));
+  const Texture X{texels.data_ptr<float>(), q, NB, d};
+  const float *uvp = uv.data_ptr<float>(), *ap = alpha.data_ptr<float>();
+  int32_t* cp = corners.data_ptr<int32_t>();
+  float* np_ = norm.data_ptr<float>();
+  const std::vector<float> zero(d, 0.f);
+#pragma omp parallel num_threads(std::max<int64_t>(1, threads))
+  {
+    Scratch S(nb, d);
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+      const Footprint P = footprint(X, uvp[m * 2], uvp[m * 2 + 1]);
+      for (int c = 0; c < 4; ++c) cp[m * 4 + c] = int32_t((P.T[c] - X.tex) / (NB * d));
+      blend_score(X, uvp[m * 2], uvp[m * 2 + 1], ap + m * nb, nb, zero.data(), nullptr, nullptr, S);
+      float nsq = 0;
+      for (int64_t k = 0; k < d; ++k) nsq += S.vec[k] * S.vec[k];
+      np_[m] = float(std::max(std::sqrt(double(nsq)), 1e-12));
+    }
+  }
+  return {corners, norm};
+}
+
+struct StartScoreArgs {
+  Texture X;
+  const float *uv, *alpha, *norm, *feats;
+  const int32_t *corner_pair, *pair_pixel, *pair_texel;
+  int64_t nb, U, M;
+  float* dots;  // (U, nb)
+  float* score;  // (M,)
+};
+
+// out[b] = <t[b], f> for the first `nb` of a texel's NB bins t (NB, d): all bins advance together, 16 lanes at a time
+// in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
+typedef float Lanes16 __attribute__((vector_size(64)));
+
+template <int NB>
+static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
+                                                             float* out) {
+  Lanes16 acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = Lanes16{};
+  int64_t k = 0;
+  for (; k + 16 <= d; k += 16) {
+    Lanes16 fv;
+    std::memcpy(&fv, f + k, sizeof fv);
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; ++b) {
+      Lanes16 tv;
+      std::memcpy(&tv, t + b * d + k, sizeof tv);
+      acc[b] += tv * fv;
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    float sum = 0;
+    for (int j = 0; j < 16; ++j) sum += acc[b][j];
+    for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[r];
+    out[b] = sum;
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void pair_dots_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+  const int64_t NB = A.X.NB, d = A.X.d;
+  for (int64_t u = lo; u < hi; ++u) {
+    const float* f = A.feats + int64_t(A.pair_pixel[u]) * d;
+    const float* t = A.X.tex + int64_t(A.pair_texel[u]) * NB * d;
+    float* out = A.dots + u * A.nb;
+    if (NB == 7) {
+      texel_dots<7>(t, f, d, A.nb, out);
+    } else {
+      for (int64_t b = 0; b < A.nb; ++b) {
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t k = 0; k < d; ++k) acc += t[b * d + k] * f[k];
+        out[b] = acc;
+      }
+    }
+  }
+}
+
+static void point_scores_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+  const int64_t nb = A.nb;
+  for (int64_t m = lo; m < hi; ++m) {
+    const Bilinear P = bilinear(A.X.q, A.uv[m * 2], A.uv[m * 2 + 1]);
+    const float* alpha = A.alpha + m * nb;
+    float s = 0;
+    for (int c = 0; c < 4; ++c) {
+      const float* D = A.dots + int64_t(A.corner_pair[m * 4 + c]) * nb;
+      float blended = 0;
+      for (int64_t b = 0; b < nb; ++b) blended += alpha[b] * D[b];
+      s += P.w[c] * blended;
+    }
+    A.score[m] = s / A.norm[m];
+  }
+}
+
+// Scores (M,) of the points against image rows `feats` (h w, d): corner_pair (M, 4) indexes the distinct pairs
+// (pair_pixel, pair_texel) (U,) that start_pairs' corners form with the points' pixels.
+torch::Tensor start_scores(torch::Tensor texels, torch::Tensor uv, torch::Tensor alpha, torch::Tensor norm,
+                           torch::Tensor corner_pair, torch::Tensor pair_pixel, torch::Tensor pair_texel,
+                           torch::Tensor feats, int64_t threads) {
+  texels = texels.to(torch::kFloat).contiguous();
+  feats = feats.to(torch::kFloat).contiguous();
+  const int64_t q = texels.size(0), NB = texels.size(2), d = texels.size(3), M = uv.size(0), nb = alpha.size(1);
+  const int64_t U = pair_pixel.size(0);
+  TORCH_CHECK(uv.is_contiguous() && alpha.is_contiguous() && norm.is_contiguous() && corner_pair.is_contiguous()
+              && pair_pixel.is_contiguous() && pair_texel.is_contiguous() && corner_pair.dtype() == torch::kInt
+              && pair_pixel.dtype() == torch::kInt && pair_texel.dtype() == torch::kInt && feats.size(1) == d
+              && nb <= NB && corner_pair.size(0) == M && pair_texel.size(0) == U,
+              "start_scores: start_pairs' outputs and the distinct pairs (int32, contiguous)");
+  // the pairs' dot products: tens of MB, so kept between calls (fresh pages would cost more than the dots)
+  static thread_local std::vector<float> dots;
+  dots.resize(std::max<size_t>(dots.size(), size_t(U * nb)));
+  torch::Tensor score = torch::empty({M}, torch::TensorOptions().dtype(torch::kFloat));
+  const StartScoreArgs A{{texels.data_ptr<float>(), q, NB, d}, uv.data_ptr<float>(), alpha.data_ptr<float>(),
+                         norm.data_ptr<float>(), feats.data_ptr<float>(), corner_pair.data_ptr<int32_t>(),
+                         pair_pixel.data_ptr<int32_t>(), pair_texel.data_ptr<int32_t>(), nb, U, M, dots.data(),
+                         score.data_ptr<float>()};
+  constexpr int64_t block = 1024;  // dynamic blocks, as texture_score's
+#pragma omp parallel num_threads(std::max<int64_t>(1, threads))
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t lo = 0; lo < U; lo += block) pair_dots_range(A, lo, std::min(U, lo + block));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t lo = 0; lo < M; lo += block) point_scores_range(A, lo, std::min(M, lo + block));
+  }
+  return score;
 }
 
 // NTDM's render-and-compare loss of N deformed meshes sharing faces and corner UVs, and its gradient: per item n,
@@ -1061,6 +1220,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("surface_fit", &surface_fit, "NTDM's whole optimisation of pose, latent and instance scale (CPU)");
   m.def("surface_loss", &surface_loss, "NTDM's render-and-compare loss of deformed meshes and its gradient (CPU)");
+  m.def("start_pairs", &start_pairs, "the init search's image-independent point data (CPU)");
+  m.def("start_scores", &start_scores, "the init search's point scores from distinct texel-feature pairs (CPU)");
   m.def("texture_score", &texture_score, "NTDM's blended neural-texture score at surface points and its gradient (CPU)");
   m.def("render_score_loss", &render_score_loss, "NeMo loss of a rasterised mesh and its gradient (CPU)");
 }

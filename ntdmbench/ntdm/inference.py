@@ -180,22 +180,32 @@ def initial_latents(mesh: DeformableMesh, settings: InferenceSettings) -> torch.
 class StartFragments:
     """What the init search needs of N rendered starts, image-independent: for each of the M covered
     pixels its start ``(M,)``, pixel ``r * w + c`` ``(M,)``, polar UV ``(M, 2)`` and view coefficients
-    ``(M, nb)``. A start's object scores against any image are then one ``texture_scores`` call."""
+    ``(M, nb)``. A start's object scores against any image are then one ``texture_scores`` call; on CPU
+    ``fused_score.start_scores``, from the points' ``StartPairs`` (made on first use, kept per texture state)."""
 
     count: int
     start: torch.Tensor
     pixel: torch.Tensor
     uv: torch.Tensor
     alpha: torch.Tensor
+    _pairs: tuple[tuple, fused_score.StartPairs] | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.start, self.pixel, self.uv, self.alpha))
+        extra = 0 if self._pairs is None else self._pairs[1].nbytes
+        return extra + sum(t.numel() * t.element_size() for t in (self.start, self.pixel, self.uv, self.alpha))
 
     def scores(self, texture: NeuralTexture, table: torch.Tensor, image: int, size: tuple[int, int]) -> torch.Tensor:
         """``(N, h, w)`` object scores of the starts against image ``image`` of ``table`` (``feature_table``)."""
         P = size[0] * size[1]
-        score = texture_scores(texture, self.uv, self.alpha, table, image * P + self.pixel)
+        if fused_score.available(self.uv.device):
+            if self._pairs is None or self._pairs[0] != texture.state():
+                self._pairs = (texture.state(), fused_score.start_pairs(texture.texels(), self.uv, self.alpha,
+                                                                        self.pixel, P))
+            score = fused_score.start_scores(texture.texels(), self.uv, self.alpha, self._pairs[1],
+                                             table[image * P:(image + 1) * P])
+        else:
+            score = texture_scores(texture, self.uv, self.alpha, table, image * P + self.pixel)
         return score.new_zeros(self.count * P).index_put_((self.start * P + self.pixel,), score).view(-1, *size)
 
 

@@ -110,9 +110,13 @@ class NeuralTexture(nn.Module):
     def n_bins(self) -> int:
         return self.maps.shape[0]
 
+    def state(self) -> tuple:
+        """A key that changes when the maps do (momentum updates, loading, moving), for caches of their values."""
+        return self.maps.data_ptr(), self.maps._version, self.maps.device, self.maps.dtype
+
     def _layout(self, name: str, make) -> torch.Tensor:
-        """``make(maps)``, kept until the maps change (momentum updates, loading, moving)."""
-        key = (self.maps.data_ptr(), self.maps._version, self.maps.device, self.maps.dtype)
+        """``make(maps)``, kept until the maps change."""
+        key = self.state()
         if name not in self._layouts or self._layouts[name][0] != key:
             self._layouts[name] = (key, make(self.maps))
         return self._layouts[name][1]

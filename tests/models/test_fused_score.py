@@ -147,6 +147,27 @@ def test_texture_score_and_gradient_equal_autograd_through_the_texture_lookup(bi
         torch.testing.assert_close(got, want, atol=1e-4 * max(float(want.abs().max()), 1.0), rtol=0)
 
 
+
+@pytest.mark.parametrize("bins", [7, 1])
+def test_start_scores_from_distinct_pairs_equal_texture_score(bins):
+    """The init search's scores from each distinct (pixel, texel) pair's dot products (``start_pairs`` +
+    ``start_scores``) equal ``texture_score``'s blend-then-dot, with points sharing pixels and texels."""
+    from ntdmbench.ntdm.textures import NeuralTexture
+
+    gen = torch.Generator().manual_seed(0)
+    texture = NeuralTexture(7, 40, 8, gen)  # d = 40: 16-lane blocks and a remainder
+    uv = torch.rand(2000, 2, generator=gen) * 1.4 - 0.2  # across the seam and past both poles
+    alpha = torch.softmax(torch.randn(2000, bins, generator=gen), -1)
+    pixel = torch.randint(0, 30, (2000,), generator=gen)
+    table = torch.nn.functional.normalize(torch.randn(2 * 30, 40, generator=gen), dim=1)
+    pairs = fused_score.start_pairs(texture.texels(), uv, alpha, pixel, 30)
+    assert len(pairs.pair_pixel) < 4 * len(uv) / 2  # points share pairs
+    for image in (0, 1):
+        rows = table[image * 30:(image + 1) * 30]
+        torch.testing.assert_close(fused_score.start_scores(texture.texels(), uv, alpha, pairs, rows),
+                                   fused_score.texture_score(texture.texels(), uv, alpha, rows, pixel),
+                                   atol=1e-5, rtol=0)
+
 def test_kernels_build_with_openmp():
     """This machine's compiler has OpenMP: a kernel that fails to compile with it must not pass unnoticed as
     the serial fallback build."""
