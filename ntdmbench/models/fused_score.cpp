@@ -940,7 +940,7 @@ static void deform_item_backward(const DeformNet& D, int64_t n, const torch::Ten
   grad_latent.copy_(gh.sum(0));
 }
 
-// Fusion of Deformation.network: base, template, scale, then the L weights and the L biases.
+// DeformNetwork.constants: base, template, scale, then the L weights and the L biases.
 static DeformNet deform_net(const std::vector<torch::Tensor>& network, double beta, double threshold) {
   const size_t L = (network.size() - 3) / 2;
   return {network[0], network[1], network[2], {network.begin() + 3, network.begin() + 3 + L},
@@ -997,75 +997,50 @@ static SurfaceArgs surface_args(std::vector<torch::Tensor>& keep, int64_t N, int
 
 // surface_loss's per-mesh tasks (a function of its own: OpenMP pragmas cannot sit in AT_DISPATCH's macro argument).
 template <typename T>
-static void surface_meshes(const SurfaceArgs& A, const DeformNet* D, const torch::Tensor& verts,
-                           const torch::Tensor& latent, const torch::Tensor& instance_scale, const torch::Tensor& C,
+static void surface_meshes(const SurfaceArgs& A, const torch::Tensor& verts, const torch::Tensor& C,
                            const torch::Tensor& theta, const torch::Tensor& principal, const torch::Tensor& focal,
                            int64_t threads, torch::Tensor& loss, torch::Tensor& gC, torch::Tensor& gtheta,
-                           torch::Tensor& gverts, torch::Tensor& glatent, torch::Tensor& gscale) {
+                           torch::Tensor& gverts) {
   const int64_t N = C.size(0), V = A.V;
   const double *Cp = C.data_ptr<double>(), *thp = theta.data_ptr<double>(), *pp = principal.data_ptr<double>(),
                *fp = focal.data_ptr<double>();
   double *lp = loss.data_ptr<double>(), *gCp = gC.data_ptr<double>(), *gthp = gtheta.data_ptr<double>(),
          *gvp = gverts.data_ptr<double>();
+  const T* vp = verts.data_ptr<T>();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t n = 0; n < N; ++n) {
-    if (D == nullptr) {
-      surface_mesh<T>(A, n, Cp + n * 3, thp[n], pp[n * 2], pp[n * 2 + 1], fp[n], verts.data_ptr<T>() + n * V * 3,
-                      lp + n, gCp + n * 3, gthp + n, gvp + n * V * 3);
-      continue;
-    }
-    std::vector<torch::Tensor> pre;
-    torch::Tensor shape;
-    const torch::Tensor vn = deform_item(*D, n, latent[n], instance_scale[n], pre, shape).contiguous();
-    surface_mesh<T>(A, n, Cp + n * 3, thp[n], pp[n * 2], pp[n * 2 + 1], fp[n], vn.data_ptr<T>(), lp + n, gCp + n * 3,
+  for (int64_t n = 0; n < N; ++n)
+    surface_mesh<T>(A, n, Cp + n * 3, thp[n], pp[n * 2], pp[n * 2 + 1], fp[n], vp + n * V * 3, lp + n, gCp + n * 3,
                     gthp + n, gvp + n * V * 3);
-    if (A.with_grad)
-      deform_item_backward(*D, n, gverts[n].to(vn.scalar_type()), instance_scale[n], pre, shape, glatent[n], gscale[n]);
-  }
 }
 
-// NTDM's loss of N meshes given as vertices (N, V, 3), or as the deformation network's inputs (latent (N, H) and
-// instance_scale (N, 3), `verts` empty) so that each task also runs its item's network and its backward: one
-// parallel region per step, with a whole mesh per task, on the caller's threads (not torch's: the loop around
-// runs torch on fewer). Returns loss (N,), d loss / d C, theta, and d loss / d vertices or d loss / d latent and
-// d loss / d instance_scale.
-std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor principal,
-                                        torch::Tensor focal, torch::Tensor verts, torch::Tensor latent,
-                                        torch::Tensor instance_scale, std::vector<torch::Tensor> network,
-                                        double beta, double threshold, torch::Tensor faces, torch::Tensor corner_uv,
-                                        torch::Tensor rotations, double temperature, std::vector<torch::Tensor> texels,
-                                        std::vector<torch::Tensor> grams, std::vector<torch::Tensor> gram_states,
-                                        torch::Tensor item_model, torch::Tensor feats, torch::Tensor image,
-                                        torch::Tensor clut, torch::Tensor valid, torch::Tensor cached_cell,
-                                        torch::Tensor dots, int64_t H, int64_t W, bool with_grad, int64_t threads) {
+// NTDM's loss of N meshes (N, V, 3): one parallel region, a whole mesh per task, on the caller's threads (not
+// torch's: the loop around runs torch on fewer). Returns loss (N,), d loss / d C, theta and vertices.
+std::vector<torch::Tensor> surface_loss(torch::Tensor C, torch::Tensor theta, torch::Tensor verts,
+                                        torch::Tensor principal, torch::Tensor focal, torch::Tensor faces,
+                                        torch::Tensor corner_uv, torch::Tensor rotations, double temperature,
+                                        std::vector<torch::Tensor> texels, std::vector<torch::Tensor> grams,
+                                        std::vector<torch::Tensor> gram_states, torch::Tensor item_model,
+                                        torch::Tensor feats, torch::Tensor image, torch::Tensor clut,
+                                        torch::Tensor valid, torch::Tensor cached_cell, torch::Tensor dots, int64_t H,
+                                        int64_t W, bool with_grad, int64_t threads) {
   C = C.to(torch::kDouble).contiguous();
   theta = theta.to(torch::kDouble).contiguous();
   principal = principal.to(torch::kDouble).contiguous();
   focal = focal.to(torch::kDouble).contiguous();
-  const bool deformed = verts.numel() == 0;
-  DeformNet D;
-  if (deformed) D = deform_net(network, beta, threshold);
-  else verts = verts.contiguous();
-  const int64_t N = C.size(0), V = deformed ? D.template_.size(0) : verts.size(1);
-  TORCH_CHECK(theta.numel() == N && principal.size(0) == N && focal.numel() == N
-              && (deformed ? latent.size(0) == N && instance_scale.size(0) == N : verts.size(0) == N && verts.size(2) == 3),
-              "surface_loss: C (N, 3), theta (N,), principal (N, 2), focal (N,), vertices (N, V, 3) or latent (N, H)");
+  verts = verts.contiguous();
+  const int64_t N = C.size(0), V = verts.size(1);
+  TORCH_CHECK(theta.numel() == N && principal.size(0) == N && focal.numel() == N && verts.size(0) == N
+              && verts.size(2) == 3, "surface_loss: C (N, 3), theta (N,), vertices (N, V, 3), principal (N, 2), focal (N,)");
   std::vector<torch::Tensor> keep;
   const SurfaceArgs A = surface_args(keep, N, V, faces, corner_uv, rotations, temperature, texels, grams, gram_states,
                                      item_model, feats, image, clut, valid, cached_cell, dots, H, W, with_grad);
   auto dopt = torch::TensorOptions().dtype(torch::kDouble);
   torch::Tensor loss = torch::zeros({N}, dopt), gC = torch::zeros({N, 3}, dopt), gtheta = torch::zeros({N}, dopt);
   torch::Tensor gverts = torch::zeros({N, V, 3}, dopt);
-  torch::Tensor glatent, gscale;
-  if (deformed) {
-    glatent = torch::zeros_like(latent);
-    gscale = torch::zeros_like(instance_scale);
-  }
-  AT_DISPATCH_FLOATING_TYPES(deformed ? D.template_.scalar_type() : verts.scalar_type(), "surface_loss", [&] {
-    surface_meshes<scalar_t>(A, deformed ? &D : nullptr, verts, latent, instance_scale, C, theta, principal, focal,
-                             std::max<int64_t>(1, std::min(threads, N)), loss, gC, gtheta, gverts, glatent, gscale);
+  AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "surface_loss", [&] {
+    surface_meshes<scalar_t>(A, verts, C, theta, principal, focal, std::max<int64_t>(1, std::min(threads, N)), loss,
+                             gC, gtheta, gverts);
   });
-  if (deformed) return {loss, gC, gtheta, glatent, gscale};
   return {loss, gC, gtheta, gverts};
 }
 
@@ -1210,6 +1185,7 @@ std::vector<torch::Tensor> surface_fit(torch::Tensor C, torch::Tensor theta, tor
                 && latent_weights[A.item_model[n]].size(0) <= z.size(1), "surface_fit: one latent weight per model");
   const FitSettings S{steps, every, lr, beta1, beta2, 1e-8, gamma, bound, shape, simplex};
   torch::Tensor loss = torch::zeros({N}, torch::TensorOptions().dtype(torch::kFloat));
+  pybind11::gil_scoped_release free_python;  // a fit takes a second: other Python threads may run meanwhile
   fit_items<float>(A, D, S, latent_weights, C, theta, log_scale, z, principal, focal, loss,
                    std::max<int64_t>(1, std::min(threads, N)));
   return {C, theta, log_scale, z, loss};

@@ -1,16 +1,17 @@
-"""NeMo's and NTDM's per-step render-and-compare losses as CPU kernels with analytic gradients.
+"""NeMo's and NTDM's render-and-compare losses as CPU kernels with analytic gradients.
 
 A pose step in pure torch is ~150 small operations (rasterise, gather, barycentrics, loss, and their
 autograd), and on a 32x84 feature map that overhead, not the arithmetic, is the cost. ``fused_score.cpp``
 projects the mesh, rasterises it (the torch backend's rules), interpolates the per-vertex similarity,
 evaluates NeMo's loss and its gradient to the pose in one pass per image. NTDM's step is the same chain
-with a neural texture instead of vertex similarities: ``surface_loss`` runs each item's deformation network
-(given a ``Deformation``), projects the meshes, computes their vertex normals, rasterises, interpolates
-normals, positions and UVs, blends the view-specific bins at each covered pixel, scores it against the image
-feature and returns the loss and its gradient to the meshes and poses (``texture_score``: the scoring alone,
-for the init search); torch would run ``grid_sample`` over all b x d channels. In the optimisation a pixel's
-score is computed from its texel-feature dot products (``dot_cache``, kept over a fit's steps) and its cell's
-texel Gram matrix (``gram_cache``, kept per texture). CUDA tensors keep the batched torch path.
+with a neural texture instead of vertex similarities: ``surface_loss`` projects the meshes, computes their
+vertex normals, rasterises, interpolates normals, positions and UVs, blends the view-specific bins at each
+covered pixel, scores it against the image feature and returns the loss and its gradient to the meshes and
+poses; torch would run ``grid_sample`` over all b x d channels. A pixel's score comes from its texel-feature
+dot products (``dot_cache``, kept over a fit's steps) and its cell's texel Gram matrix (``gram_cache``, kept
+per texture). ``surface_fit`` runs NTDM's whole optimisation, each item's deformation network, steps and Adam
+updates in one thread task; the init search scores its start points with ``start_pairs`` / ``start_scores``
+(``texture_score``: one blend-and-score per point, with its gradient). CUDA tensors keep the batched torch path.
 
 The extension is compiled on first use (``torch.utils.cpp_extension``, about a minute, cached under
 ``$TORCH_EXTENSIONS_DIR``); without a working compiler ``available()`` is False and callers fall back.
@@ -185,27 +186,17 @@ def start_scores(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, pa
 
 class _SurfaceLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, theta, vertices, latent, instance_scale, arguments):
-        with_grad = any(ctx.needs_input_grad[:5])
-        principal, focal, network, *rest = arguments
-        empty = C.new_empty(0)
-        meshes = (vertices.detach(), empty, empty, [], 0.0, 0.0) if network is None else \
-            (empty, latent.detach(), instance_scale.detach(), *network)
-        loss, *grads = _extension().surface_loss(C.detach(), theta.detach(), principal, focal, *meshes, *rest,
-                                                 with_grad, threads.kernel_threads())
-        inputs = (C, theta, vertices) if network is None else (C, theta, latent, instance_scale)
-        ctx.deformed = network is not None
-        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, inputs)))
+    def forward(ctx, C, theta, vertices, arguments):
+        with_grad = any(ctx.needs_input_grad[:3])
+        loss, *grads = _extension().surface_loss(C.detach(), theta.detach(), vertices.detach(), *arguments, with_grad,
+                                                 threads.kernel_threads())
+        ctx.save_for_backward(*(g.to(t.dtype) for g, t in zip(grads, (C, theta, vertices))))
         return loss.to(C.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_C, grad_theta, *grad_meshes = ctx.saved_tensors
-        g = grad_loss[:, None]
-        if ctx.deformed:
-            grad_latent, grad_scale = grad_meshes
-            return grad_C * g, grad_theta * grad_loss, None, grad_latent * g, grad_scale * g, None
-        return grad_C * g, grad_theta * grad_loss, grad_meshes[0] * g[..., None], None, None, None
+        grad_C, grad_theta, grad_vertices = ctx.saved_tensors
+        return grad_C * grad_loss[:, None], grad_theta * grad_loss, grad_vertices * grad_loss[:, None, None], None
 
 
 PAIRS = 32  # a texel cell's 4 corners x at most 7 bins, padded: the kernel's row width
@@ -224,61 +215,55 @@ def dot_cache(items: int, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def surface_loss(C: torch.Tensor, theta: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor,
-                 meshes: torch.Tensor | Deformation, faces: torch.Tensor, corner_uv: torch.Tensor,
-                 rotations: torch.Tensor, temperature: float, texels: list[torch.Tensor],
-                 grams: list[tuple[torch.Tensor, torch.Tensor]], item_model: torch.Tensor, feature_rows: torch.Tensor,
-                 image: torch.Tensor, clutter: torch.Tensor | None, valid: torch.Tensor,
+                 vertices: torch.Tensor, faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor,
+                 temperature: float, texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]],
+                 item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor,
+                 clutter: torch.Tensor | None, valid: torch.Tensor,
                  cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """``(N,)`` NTDM render-and-compare losses of N deformed meshes (``loss_fg_bg``, or ``loss_fg_only`` when
-    ``clutter`` is None), the whole chain of ``Camera.transform`` + ``textures.surface_scores`` + ``compare_loss`` in
-    one pass per mesh.
+    """``(N,)`` NTDM render-and-compare losses of N meshes (``loss_fg_bg``, or ``loss_fg_only`` when ``clutter`` is
+    None), the whole chain of ``Camera.transform`` + ``textures.surface_scores`` + ``compare_loss`` in one pass per
+    mesh.
 
-    Item n is the mesh ``meshes[n]`` (vertices ``(N, V, 3)`` in the CAD frame, or a ``Deformation``, whose network
-    then runs in the same per-mesh task; the vertex normals are ``meshes.vertex_normals``') seen by a camera at
-    centre ``C[n]`` ``(N, 3)`` looking at the origin with in-plane rotation ``theta[n]`` (NeMo's pose variables:
-    ``Camera`` at ``position_to_angles(C)``) and intrinsics ``principal (N, 2)``, ``focal (N,)`` in map cells;
-    ``faces (F, 3)`` and the per-corner UVs ``corner_uv (F, 3, 2)`` are shared. It is textured by
-    ``texels[item_model[n]]`` (``NeuralTexture.texels``, its first ``len(rotations)`` bins; ``grams`` their
-    ``gram_cache``s) and compared with image ``image[n]``: ``feature_rows`` is ``feature_table`` of the
-    ``(B, d, h, w)`` maps, ``clutter`` and ``valid`` are ``(N, h, w)``. ``cache`` (``dot_cache``) carries the
-    texel-feature dot products from one call to the next over the steps of a fit; None: a fresh one.
-    Differentiable in ``C``, ``theta`` and the vertices (or the deformation's latent terms and instance scales).
+    Item n is the mesh ``vertices[n]`` (``(N, V, 3)`` in the CAD frame; its vertex normals are
+    ``meshes.vertex_normals``') seen by a camera at centre ``C[n]`` ``(N, 3)`` looking at the origin with in-plane
+    rotation ``theta[n]`` (NeMo's pose variables: ``Camera`` at ``position_to_angles(C)``) and intrinsics
+    ``principal (N, 2)``, ``focal (N,)`` in map cells; ``faces (F, 3)`` and the per-corner UVs ``corner_uv (F, 3, 2)``
+    are shared. It is textured by ``texels[item_model[n]]`` (``NeuralTexture.texels``, its first ``len(rotations)``
+    bins; ``grams`` their ``gram_cache``s) and compared with image ``image[n]``: ``feature_rows`` is
+    ``feature_table`` of the ``(B, d, h, w)`` maps, ``clutter`` and ``valid`` are ``(N, h, w)``. ``cache``
+    (``dot_cache``) carries the texel-feature dot products from one call to the next over the steps of a fit; None:
+    a fresh one. Differentiable in ``C``, ``theta`` and the vertices.
     """
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
     cache = dot_cache(N, h * w) if cache is None else cache
-    network = None if isinstance(meshes, torch.Tensor) else (list(meshes.network), meshes.beta, meshes.threshold)
-    arguments = (principal, focal, network, faces, corner_uv, rotations, float(temperature), list(texels),
+    arguments = (principal, focal, faces, corner_uv, rotations, float(temperature), list(texels),
                  [g for g, _ in grams], [state for _, state in grams], item_model, feature_rows, image, clut,
                  valid.reshape(N, h * w), *cache, h, w)
-    if network is None:
-        return _SurfaceLoss.apply(C, theta, meshes, None, None, arguments)
-    return _SurfaceLoss.apply(C, theta, None, meshes.latent, meshes.instance_scale, arguments)
+    return _SurfaceLoss.apply(C, theta, vertices, arguments)
 
 
 def surface_fit(C: torch.Tensor, theta: torch.Tensor, log_scale: torch.Tensor, zs: list[torch.Tensor],
-                latent_weights: list[torch.Tensor], principal: torch.Tensor, focal: torch.Tensor,
-                deformation: Deformation, faces: torch.Tensor, corner_uv: torch.Tensor, rotations: torch.Tensor,
-                temperature: float, texels: list[torch.Tensor], grams: list[tuple[torch.Tensor, torch.Tensor]],
-                item_model: torch.Tensor, feature_rows: torch.Tensor, image: torch.Tensor,
-                clutter: torch.Tensor | None, valid: torch.Tensor, optimiser: Optimisation
+                network: DeformNetwork, principal: torch.Tensor, focal: torch.Tensor, faces: torch.Tensor,
+                corner_uv: torch.Tensor, rotations: torch.Tensor, temperature: float, texels: list[torch.Tensor],
+                grams: list[tuple[torch.Tensor, torch.Tensor]], item_model: torch.Tensor, feature_rows: torch.Tensor,
+                image: torch.Tensor, clutter: torch.Tensor | None, valid: torch.Tensor, optimiser: Optimisation
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """NTDM's whole optimisation in one call: ``optimiser.steps`` steps of ``surface_loss`` (inputs as there; the
-    ``deformation``'s latent and instance scale are ignored) with what autograd and ``PoseOptimizer`` do around it,
-    from the starts ``C (N, 3)``, ``theta (N,)``, ``log_scale (N, 3)`` (log s') and ``zs`` (model j's items' latents
-    ``(n_j, K_j)``, items in model order; latent term ``z @ latent_weights[j]``). Each item runs all its steps in one
-    thread task, so threads never wait for each other between steps. Returns the final C, theta, log s', zs and
-    ``(N,)`` losses at them."""
+    """NTDM's whole optimisation in one call: ``optimiser.steps`` steps of ``surface_loss`` (inputs as there) on the
+    meshes ``network`` makes, with what autograd and ``PoseOptimizer`` do around it, from the starts ``C (N, 3)``,
+    ``theta (N,)``, ``log_scale (N, 3)`` (log s') and ``zs`` (model j's items' latents ``(n_j, K_j)``, items in
+    model order). Each item runs its network and all its steps in one thread task, so threads never wait for each
+    other between steps. Returns the final C, theta, log s', zs and ``(N,)`` losses at them."""
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
-    z = torch.zeros(N, max(len(wt) for wt in latent_weights))
+    z = torch.zeros(N, max(len(wt) for wt in network.latent_weights))
     row = 0
     for latent in zs:
         z[row:row + len(latent), :latent.shape[1]] = latent
         row += len(latent)
     C, theta, log_scale, z, loss = _extension().surface_fit(
-        C.detach(), theta.detach(), log_scale.detach(), z, list(latent_weights), principal, focal,
-        list(deformation.network), deformation.beta, deformation.threshold, faces, corner_uv, rotations,
+        C.detach(), theta.detach(), log_scale.detach(), z, list(network.latent_weights), principal, focal,
+        list(network.constants), network.beta, network.threshold, faces, corner_uv, rotations,
         float(temperature), list(texels), [g for g, _ in grams], [state for _, state in grams], item_model,
         feature_rows, image, clut, valid.reshape(N, h * w), *dot_cache(N, h * w), h, w, optimiser.steps,
         optimiser.every, optimiser.lr, *optimiser.betas, optimiser.gamma, optimiser.scale_bound, optimiser.shape,
@@ -304,17 +289,15 @@ class Optimisation:
 
 
 @dataclass
-class Deformation:
-    """N items' deformed meshes before their network has run, for ``surface_loss`` to run each item's network in
-    the item's task (``deformable.StackedMeshes.deformation``; ``deformable.deformed_vertices`` runs it in torch):
-    vertices ``(N, V, 3)`` = ``(template + MLP(base + latent)) * scale * instance_scale`` with
-    ``Softplus(beta, threshold)`` before each per-item layer ``h @ weights[l][n] + biases[l][n]`` (the last is the
-    head). ``network`` holds the constants ``(base (N, V, H), template (V, 3), scale (N, 1, 3), *weights,
-    *biases)``; the variables are ``latent (N, H)`` and ``instance_scale (N, 3)``."""
+class DeformNetwork:
+    """N items' deformation networks with fixed weights (``deformable.StackedMeshes``; ``deformed_vertices`` runs
+    them in torch): vertices ``(N, V, 3)`` = ``(template + MLP(base + z @ latent_weights[j])) * scale * s'`` for item n
+    of model j, with ``Softplus(beta, threshold)`` before each per-item layer ``h @ weights[l][n] + biases[l][n]``
+    (the last is the head). ``constants`` holds ``(base (N, V, H), template (V, 3), scale (N, 1, 3), *weights,
+    *biases)``, ``latent_weights`` one ``(K_j, H)`` per model."""
 
-    latent: torch.Tensor
-    instance_scale: torch.Tensor
-    network: tuple[torch.Tensor, ...]
+    latent_weights: list[torch.Tensor]
+    constants: tuple[torch.Tensor, ...]
     beta: float
     threshold: float
 

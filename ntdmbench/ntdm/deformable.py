@@ -91,44 +91,39 @@ class StackedMeshes:
     """Several categories' deformable meshes (same template and network shape, any number of shape latents)
     as one batched network with fixed weights, for an optimisation over latents and scales: item n of a
     batch deforms with mesh ``item_mesh[n]``, and a step costs one batched network instead of one per mesh (on
-    CPU ``fused_score.surface_loss`` runs it inside its per-mesh tasks, from ``deformation``).
+    CPU ``fused_score.surface_fit`` runs each item's network in the item's own task, from ``network``).
     ``StackedMeshes(meshes, item_mesh)(zs, instance_scale)`` equals ``cat([mesh(z, s) ...])``."""
 
     def __init__(self, meshes: Sequence[DeformableMesh], item_mesh: torch.Tensor):
         first = meshes[0]
-        self.template = first.template
         softplus = first.body[0]
-        self.beta, self.threshold = softplus.beta, softplus.threshold
         with torch.no_grad():
-            self.latent = [m.latent_layer.weight.T for m in meshes]
-            self.base = torch.stack([m.template_features() for m in meshes])[item_mesh]  # (N, V, hidden)
+            base = torch.stack([m.template_features() for m in meshes])[item_mesh]  # (N, V, hidden)
             # per item, each layer after the first (the body's, then the head): weight (N, in, out), bias (N, 1, out)
             layers = [[*(layer for layer in m.body if isinstance(layer, nn.Linear)), m.head] for m in meshes]
-            self.weights = [torch.stack([ls[i].weight.T for ls in layers])[item_mesh] for i in range(len(layers[0]))]
-            self.biases = [torch.stack([ls[i].bias for ls in layers])[item_mesh, None] for i in range(len(layers[0]))]
-            self.scale = torch.stack([m.scale for m in meshes])[item_mesh, None]  # (N, 1, 3)
-
-    def deformation(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> fused_score.Deformation:
-        """The items' meshes before the network runs, for ``fused_score.surface_loss`` (which runs each item's
-        network in its own task); inputs as ``__call__``'s."""
-        latent = torch.cat([z.to(self.template.dtype) @ weight for weight, z in zip(self.latent, zs)])
-        return fused_score.Deformation(latent, instance_scale, (self.base, self.template, self.scale, *self.weights,
-                                                                *self.biases), self.beta, self.threshold)
+            weights = [torch.stack([ls[i].weight.T for ls in layers])[item_mesh] for i in range(len(layers[0]))]
+            biases = [torch.stack([ls[i].bias for ls in layers])[item_mesh, None] for i in range(len(layers[0]))]
+            scale = torch.stack([m.scale for m in meshes])[item_mesh, None]  # (N, 1, 3)
+            self.network = fused_score.DeformNetwork([m.latent_layer.weight.T for m in meshes],
+                                                     (base, first.template, scale, *weights, *biases), softplus.beta,
+                                                     softplus.threshold)
 
     def __call__(self, zs: Sequence[torch.Tensor], instance_scale: torch.Tensor) -> torch.Tensor:
         """Vertices ``(N, V, 3)`` for mesh j's latents ``zs[j]`` ``(n_j, K_j)`` (items in mesh order) and
         instance scales ``(N, 3)``."""
-        return deformed_vertices(self.deformation(zs, instance_scale))
+        return deformed_vertices(self.network, zs, instance_scale)
 
 
-def deformed_vertices(deformation: fused_score.Deformation) -> torch.Tensor:
-    """The vertices ``(N, V, 3)`` of a ``StackedMeshes.deformation``, its network run in torch."""
-    base, template, scale, *layers = deformation.network
+def deformed_vertices(network: fused_score.DeformNetwork, zs: Sequence[torch.Tensor],
+                      instance_scale: torch.Tensor) -> torch.Tensor:
+    """The vertices ``(N, V, 3)`` of a ``StackedMeshes.network`` for latents ``zs`` and instance scales
+    ``(N, 3)``, the network run in torch."""
+    base, template, scale, *layers = network.constants
     weights, biases = layers[:len(layers) // 2], layers[len(layers) // 2:]
-    h = deformation.latent[:, None] + base
+    h = torch.cat([z.to(template.dtype) @ weight for weight, z in zip(network.latent_weights, zs)])[:, None] + base
     for weight, bias in zip(weights, biases):
-        h = torch.baddbmm(bias, nn.functional.softplus(h, deformation.beta, deformation.threshold), weight)
-    return (template + h) * scale * deformation.instance_scale[:, None]
+        h = torch.baddbmm(bias, nn.functional.softplus(h, network.beta, network.threshold), weight)
+    return (template + h) * scale * instance_scale[:, None]
 
 
 def sample_surface(mesh: Mesh, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -14,10 +14,12 @@ How it is computed, none of which changes the numbers: a rendered feature is onl
 image feature under it, so the object score of a covered pixel is computed directly from its UV and
 view coefficients (``textures.texture_scores``) instead of rendering b x d channels. The search keeps
 what the starts' scores need of their renders (``StartFragments``: image-independent, cached per crop
-size). One optimisation loop serves every (category model, image) pair (``fit_categories``), and on
-CPU a step's whole chain, from the latents, instance scales and pose variables through the deformation
-network to the losses, is one fused kernel with its analytic gradient and a mesh per thread task
-(``reconstruction_loss``, ``fused_score.surface_loss``).
+size); on CPU they are scored from the distinct (pixel, texel) pairs of their points
+(``fused_score.start_scores``). One optimisation serves every (category model, image) pair
+(``fit_categories``), and on CPU it is one kernel call (``fused_score.surface_fit``): each item runs its
+deformation network, loss, analytic gradient and Adam step for all its steps in one thread task, with the
+arithmetic of the torch loop it replaces (``reconstruction_loss`` + ``PoseOptimizer``, which CUDA and
+float64 still use).
 
 Two safeguards the paper does not state: z stays on the simplex of the training codes (projected after
 each step: the MLP only learned those codes and their blends; outside, the mesh can grow to swallow
@@ -46,7 +48,7 @@ from ntdmbench.models.render import rasterize
 from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, decay_interval, initial_poses
 from ntdmbench.models.stages import stage
 from ntdmbench.models.threads import loop_threads
-from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes, deformed_vertices
+from ntdmbench.ntdm.deformable import DeformableMesh, StackedMeshes
 from ntdmbench.ntdm.textures import (
     NeuralTexture,
     SurfaceFragments,
@@ -308,32 +310,30 @@ def search_starts(model: CategoryModel, features: torch.Tensor, clut: torch.Tens
     return starts[idx], latents[best], loss
 
 
-def reconstruction_loss(models: list[CategoryModel], meshes: torch.Tensor | fused_score.Deformation, C: torch.Tensor,
-                        theta: torch.Tensor, principal: torch.Tensor, focal: torch.Tensor, item_model: torch.Tensor,
-                        image: torch.Tensor, features: torch.Tensor, table: torch.Tensor, clut: torch.Tensor | None,
-                        valid: torch.Tensor, single_bin: bool = False,
-                        cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """``(N,)`` eq. 9 losses of N deformed meshes seen from camera centres ``C (N, 3)`` with in-plane rotations
-    ``theta (N,)`` (the optimisation's pose variables) and intrinsics ``principal (N, 2)``, ``focal (N,)`` in
-    feature cells: item n is rendered by ``models[item_model[n]]`` and compared with image ``image[n]`` of
-    ``features`` ``(B, d, h, w)`` (rows: ``table``); ``clut`` and ``valid`` are per item ``(N, h, w)``. The models
-    must share their template and bins. ``meshes``: their vertices ``(N, V, 3)``, or on CPU the
-    ``fused_score.Deformation`` that makes them. ``cache``: the kernel's ``fused_score.dot_cache`` for these
-    items, kept over a fit's steps.
+def reconstruction_loss(models: list[CategoryModel], vertices: torch.Tensor, C: torch.Tensor, theta: torch.Tensor,
+                        principal: torch.Tensor, focal: torch.Tensor, item_model: torch.Tensor, image: torch.Tensor,
+                        features: torch.Tensor, table: torch.Tensor, clut: torch.Tensor | None, valid: torch.Tensor,
+                        single_bin: bool = False, cache: tuple[torch.Tensor, torch.Tensor] | None = None
+                        ) -> torch.Tensor:
+    """``(N,)`` eq. 9 losses of N deformed meshes ``vertices (N, V, 3)`` seen from camera centres ``C (N, 3)`` with
+    in-plane rotations ``theta (N,)`` (the optimisation's pose variables) and intrinsics ``principal (N, 2)``,
+    ``focal (N,)`` in feature cells: item n is rendered by ``models[item_model[n]]`` and compared with image
+    ``image[n]`` of ``features`` ``(B, d, h, w)`` (rows: ``table``); ``clut`` and ``valid`` are per item
+    ``(N, h, w)``. The models must share their template and bins. ``cache``: the kernel's ``fused_score.dot_cache``
+    for these items, kept over a fit's steps.
 
-    On CPU the whole chain, each item's deformation network included, is one fused kernel with a mesh per thread
-    task (``fused_score.surface_loss``); else torch renders the fragments, scores the covered pixels
-    (``texture_scores``) and takes ``compare_loss``: the same number.
+    On CPU the whole chain is one fused kernel with a mesh per thread task (``fused_score.surface_loss``); else
+    torch renders the fragments, scores the covered pixels (``texture_scores``) and takes ``compare_loss``: the same
+    number.
     """
     first = models[0]
     size = tuple(features.shape[-2:])
     rotations = first.rotations[:1 if single_bin else first.texture.n_bins]
     if fused_score.available(C.device):
         return fused_score.surface_loss(
-            C, theta, principal, focal, meshes, first.mesh.faces, first.corner_uvs, rotations,
+            C, theta, principal, focal, vertices, first.mesh.faces, first.corner_uvs, rotations,
             first.alpha_temperature, [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models],
             item_model, table, image, clut, valid, cache)
-    vertices = meshes if isinstance(meshes, torch.Tensor) else deformed_vertices(meshes)
     a, e, d = position_to_angles(C)
     camera = Camera(a, e, theta, d, principal, focal)
     surface = first.surface(vertices, camera, size)
@@ -423,8 +423,7 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
             rotations = first.rotations[:1 if settings.single_alpha else first.texture.n_bins]
             with torch.no_grad(), loop_threads(features.device):
                 C, theta, log_scale, zs, final = fused_score.surface_fit(
-                    C, theta, log_scale, zs, deform.latent, item_principal, item_focal, deform.deformation(zs, log_scale),
-                    first.mesh.faces, first.corner_uvs, rotations, first.alpha_temperature,
+                    C, theta, log_scale, zs, deform.network, item_principal, item_focal, first.mesh.faces, first.corner_uvs, rotations, first.alpha_temperature,
                     [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models], item_model, table,
                     image, item_clut, item_valid, fused_score.Optimisation(
                         settings.steps, decay_interval(settings.steps), settings.pose_lr,
@@ -436,8 +435,7 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
             cache = fused_score.dot_cache(N, table.shape[0] // len(features)) if fused else None
 
             def loss_at() -> torch.Tensor:
-                meshes = (deform.deformation if fused else deform)(zs, log_scale.exp())
-                return reconstruction_loss(models, meshes, C, theta, item_principal, item_focal, item_model, image,
+                return reconstruction_loss(models, deform(zs, log_scale.exp()), C, theta, item_principal, item_focal, item_model, image,
                                            features, table, item_clut, item_valid, settings.single_alpha, cache)
 
             if settings.steps:

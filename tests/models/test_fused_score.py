@@ -5,7 +5,6 @@ its loss and analytic gradient must equal autograd through rasterise -> interpol
 """
 
 import copy
-import dataclasses
 import functools
 import math
 
@@ -238,36 +237,6 @@ def test_ntdm_surface_loss_and_gradient_equal_the_torch_path(use_clutter, single
         torch.testing.assert_close(got.double(), want, atol=5e-5 * float(want.abs().max()), rtol=0)
 
 
-def test_ntdm_surface_loss_runs_the_deformation_network_in_its_tasks():
-    """Given the network's inputs (``StackedMeshes.deformation``) instead of vertices, the kernel runs each item's
-    network itself: the same loss, and the gradient to the latent terms and instance scales that autograd gives
-    through the torch network (``deformed_vertices``)."""
-    from ntdmbench.ntdm import inference as ntdm
-    from ntdmbench.ntdm.deformable import StackedMeshes, deformed_vertices
-    from ntdmbench.ntdm.textures import feature_table
-
-    models, features, clutter, valid = _ntdm_items()
-    image, item_model = torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1])
-    principal, focal = torch.tensor([[w / 2, h / 2]]).expand(3, 2), torch.full((3,), 3000.0 / STRIDE * 0.6)
-    C = camera_position(torch.tensor([0.9, 2.0, 4.0]), torch.tensor([0.25, 0.1, 0.5]), torch.tensor([5.4, 5.0, 6.0]))
-    theta = torch.tensor([0.05, -0.1, 0.2])
-    zs = [torch.tensor([[0.1, 0.8, 0.1], [0.4, 0.3, 0.3]]), torch.tensor([[0.0, 0.0, 1.0]])]
-    deformation = StackedMeshes([m.mesh for m in models], item_model).deformation(zs, torch.tensor(
-        [[1.0, 1.1, 0.9], [0.8, 1.0, 1.2], [1.0, 1.0, 1.0]]))
-    results = []
-    for meshes in (deformation, deformed_vertices):
-        latent = deformation.latent.clone().requires_grad_(True)
-        scale = deformation.instance_scale.clone().requires_grad_(True)
-        d = dataclasses.replace(deformation, latent=latent, instance_scale=scale)
-        loss = ntdm.reconstruction_loss(models, d if meshes is deformation else meshes(d), C, theta, principal, focal,
-                                        item_model, image, features, feature_table(features), clutter[image],
-                                        valid[image])
-        results.append((loss.detach(), *torch.autograd.grad((loss * torch.tensor([1.0, 2.0, 3.0])).sum(), [latent, scale])))
-    for got, want in zip(*results):
-        assert float(want.abs().max()) > 0
-        torch.testing.assert_close(got, want, atol=1e-6 * float(want.abs().max()), rtol=0)
-
-
 def test_ntdm_surface_loss_dot_cache_carries_over_steps():
     """A dot cache filled at one pose serves the next: where pixels changed cell it is refreshed, so the loss and
     gradients equal a fresh cache's."""
@@ -285,8 +254,9 @@ def test_ntdm_surface_loss_dot_cache_carries_over_steps():
 
 @pytest.mark.parametrize("fix_shape", [False, True])
 def test_ntdm_fit_in_one_kernel_call_follows_the_step_loop(fix_shape, monkeypatch):
-    """``surface_fit`` runs each item's steps (Adam, lr decay, simplex projection, scale clamp) inside the kernel:
-    the same fit as the torch loop around the per-step kernel, to float rounding, with NeMo's betas and decay too."""
+    """``surface_fit`` runs each item's deformation network and steps (Adam, lr decay, simplex projection, scale
+    clamp) inside the kernel: the same fit as the torch loop (torch network, per-step kernel, autograd,
+    ``PoseOptimizer``), to float rounding, with NeMo's betas and decay too."""
     from ntdmbench.ntdm import inference as ntdm
 
     models, features, clutter, valid = _ntdm_items()
