@@ -7,9 +7,9 @@ thread: no degradation). ``OMP_WAIT_POLICY=PASSIVE`` would also fix it, but Open
 the runtime starts, so a library cannot set it for its caller. Hence ``loop_threads``: the inner loops
 run on ``$NTDMBENCH_LOOP_THREADS`` threads (default 1) and the caller's ``torch.get_num_threads()`` is
 restored afterwards, also on error. Feature extraction and the batched start search keep the caller's
-threads: their operations are large enough to use them. So do the fused kernels inside the loops
-(``fused_score``): they split whole meshes between threads, one parallel region per step, so they ask
-``kernel_threads()`` for the caller's count.
+threads: their operations are large enough to use them. So do the fused kernels (``fused_score``): they
+split whole meshes, whole fits (``surface_fit``: an item's 300 steps per task) or blocks of points between
+threads, so they ask ``kernel_threads()`` for the caller's count.
 """
 
 from __future__ import annotations
