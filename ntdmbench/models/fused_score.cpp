@@ -1054,8 +1054,9 @@ struct FitSettings {
 };
 
 // One float element's Adam update as torch's fused CPU Adam makes it for the elements past its last full vector (all
-// of a tensor shorter than one): float arithmetic, exp_avg.lerp_(g, 1 - beta1) and the second moment's update as
-// fused multiply-adds. Written per element, an item's result does not depend on how many items share the batch.
+// of a tensor shorter than one): float arithmetic, exp_avg.lerp_(g, 1 - beta1) as a fused multiply-add (as its
+// vectorised form). Per element, so an item's fit does not depend on how many items share the batch (torch's does,
+// through which elements fall in a full vector). The first steps match torch's bit for bit (test: to 1e-5 after 6).
 static inline void adam_update(float& p, float& m, float& v, float g, const FitSettings& S, float step_size,
                                float bc2_sqrt) {
   const float w = float(1 - S.beta1);
