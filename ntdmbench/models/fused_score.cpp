@@ -1084,7 +1084,6 @@ static void project_simplex(float* z, int64_t K) {
 // weights `weight` (K, H), then its loss at the final parameters. Each step is surface_loss for this item followed by
 // what autograd and the optimiser do with it in torch: the gradients cast to float, through latent = z weight and
 // s' = exp(log s'), then Adam, the simplex projection and the clamp.
-template <typename T>
 static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const DeformNet& D, const FitSettings& S,
                      int64_t n, const torch::Tensor& weight, float* C, float* theta, float* log_scale, float* z,
                      double px, double py, double f, float* final_loss) {
@@ -1106,13 +1105,13 @@ static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const D
     const double Cd[3] = {C[0], C[1], C[2]};
     double loss = 0, gC[3] = {0, 0, 0}, gtheta = 0;
     gverts.zero_();
-    surface_mesh<T>(last ? loss_only : A, n, Cd, *theta, px, py, f, vn.data_ptr<T>(), &loss, gC, &gtheta,
-                    gverts.data_ptr<double>());
+    surface_mesh<float>(last ? loss_only : A, n, Cd, *theta, px, py, f, vn.data_ptr<float>(), &loss, gC, &gtheta,
+                        gverts.data_ptr<double>());
     if (last) {
       *final_loss = float(loss);
       return;
     }
-    deform_item_backward(D, n, gverts.to(vn.scalar_type()), scale, pre, shape, glatent[0], gscale);
+    deform_item_backward(D, n, gverts.to(torch::kFloat), scale, pre, shape, glatent[0], gscale);
     for (int i = 0; i < 3; ++i) {
       g[i] = float(gC[i]);
       g[4 + i] = gscale.data_ptr<float>()[i] * s[i];
@@ -1134,7 +1133,6 @@ static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const D
   }
 }
 
-template <typename T>
 static void fit_items(const SurfaceArgs& A, const DeformNet& D, const FitSettings& S,
                       const std::vector<torch::Tensor>& latent_weights, torch::Tensor& C, torch::Tensor& theta,
                       torch::Tensor& log_scale, torch::Tensor& z, const torch::Tensor& principal,
@@ -1145,7 +1143,7 @@ static void fit_items(const SurfaceArgs& A, const DeformNet& D, const FitSetting
   const double *pp = principal.data_ptr<double>(), *fp = focal.data_ptr<double>();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t n = 0; n < N; ++n)
-    fit_item<T>(A, loss_only, D, S, n, latent_weights[A.item_model[n]], C.data_ptr<float>() + n * 3,
+    fit_item(A, loss_only, D, S, n, latent_weights[A.item_model[n]], C.data_ptr<float>() + n * 3,
                 theta.data_ptr<float>() + n, log_scale.data_ptr<float>() + n * 3, z.data_ptr<float>() + n * Kmax,
                 pp[n * 2], pp[n * 2 + 1], fp[n], loss.data_ptr<float>() + n);
 }
@@ -1187,7 +1185,7 @@ std::vector<torch::Tensor> surface_fit(torch::Tensor C, torch::Tensor theta, tor
   const FitSettings S{steps, every, lr, beta1, beta2, 1e-8, gamma, bound, shape, simplex};
   torch::Tensor loss = torch::zeros({N}, torch::TensorOptions().dtype(torch::kFloat));
   pybind11::gil_scoped_release free_python;  // a fit takes a second: other Python threads may run meanwhile
-  fit_items<float>(A, D, S, latent_weights, C, theta, log_scale, z, principal, focal, loss,
+  fit_items(A, D, S, latent_weights, C, theta, log_scale, z, principal, focal, loss,
                    std::max<int64_t>(1, std::min(threads, N)));
   return {C, theta, log_scale, z, loss};
 }

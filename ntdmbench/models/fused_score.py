@@ -160,7 +160,8 @@ class StartPairs:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.corner_pair, self.pair_pixel, self.pair_texel, self.norm))
+        parts = (self.corner_pair, self.pair_pixel, self.pair_texel, self.norm)
+        return sum(t.numel() * t.element_size() for t in parts)
 
 
 def start_pairs(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, pixel: torch.Tensor,
@@ -256,11 +257,8 @@ def surface_fit(C: torch.Tensor, theta: torch.Tensor, log_scale: torch.Tensor, z
     other between steps. Returns the final C, theta, log s', zs and ``(N,)`` losses at them."""
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
-    z = torch.zeros(N, max(len(wt) for wt in network.latent_weights))
-    row = 0
-    for latent in zs:
-        z[row:row + len(latent), :latent.shape[1]] = latent
-        row += len(latent)
+    K = max(len(weight) for weight in network.latent_weights)
+    z = torch.cat([torch.nn.functional.pad(latent.detach().float(), (0, K - latent.shape[1])) for latent in zs])
     C, theta, log_scale, z, loss = _extension().surface_fit(
         C.detach(), theta.detach(), log_scale.detach(), z, list(network.latent_weights), principal, focal,
         list(network.constants), network.beta, network.threshold, faces, corner_uv, rotations,

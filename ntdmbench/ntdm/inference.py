@@ -201,11 +201,11 @@ class StartFragments:
         """``(N, h, w)`` object scores of the starts against image ``image`` of ``table`` (``feature_table``)."""
         P = size[0] * size[1]
         if fused_score.available(self.uv.device):
-            if self._pairs is None or self._pairs[0] != texture.state():
-                self._pairs = (texture.state(), fused_score.start_pairs(texture.texels(), self.uv, self.alpha,
-                                                                        self.pixel, P))
-            score = fused_score.start_scores(texture.texels(), self.uv, self.alpha, self._pairs[1],
-                                             table[image * P:(image + 1) * P])
+            state, texels = texture.state(), texture.texels()
+            if self._pairs is None or self._pairs[0] != state:
+                self._pairs = (state, fused_score.start_pairs(texels, self.uv, self.alpha, self.pixel, P))
+            rows = table[image * P:(image + 1) * P]
+            score = fused_score.start_scores(texels, self.uv, self.alpha, self._pairs[1], rows)
         else:
             score = texture_scores(texture, self.uv, self.alpha, table, image * P + self.pixel)
         return score.new_zeros(self.count * P).index_put_((self.start * P + self.pixel,), score).view(-1, *size)
@@ -423,9 +423,10 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
             rotations = first.rotations[:1 if settings.single_alpha else first.texture.n_bins]
             with torch.no_grad(), loop_threads(features.device):
                 C, theta, log_scale, zs, final = fused_score.surface_fit(
-                    C, theta, log_scale, zs, deform.network, item_principal, item_focal, first.mesh.faces, first.corner_uvs, rotations, first.alpha_temperature,
-                    [m.texture.texels() for m in models], [m.texture.gram_cache() for m in models], item_model, table,
-                    image, item_clut, item_valid, fused_score.Optimisation(
+                    C, theta, log_scale, zs, deform.network, item_principal, item_focal, first.mesh.faces,
+                    first.corner_uvs, rotations, first.alpha_temperature, [m.texture.texels() for m in models],
+                    [m.texture.gram_cache() for m in models], item_model, table, image, item_clut, item_valid,
+                    fused_score.Optimisation(
                         settings.steps, decay_interval(settings.steps), settings.pose_lr,
                         (settings.pose_beta1, settings.pose_beta2), settings.pose_gamma,
                         math.log(settings.scale_range) if settings.scale_range else 0.0, not settings.fix_shape,
@@ -435,8 +436,9 @@ def fit_categories(models: list[CategoryModel], features: torch.Tensor, clut: to
             cache = fused_score.dot_cache(N, table.shape[0] // len(features)) if fused else None
 
             def loss_at() -> torch.Tensor:
-                return reconstruction_loss(models, deform(zs, log_scale.exp()), C, theta, item_principal, item_focal, item_model, image,
-                                           features, table, item_clut, item_valid, settings.single_alpha, cache)
+                return reconstruction_loss(models, deform(zs, log_scale.exp()), C, theta, item_principal, item_focal,
+                                           item_model, image, features, table, item_clut, item_valid,
+                                           settings.single_alpha, cache)
 
             if settings.steps:
                 opt = PoseOptimizer(params, settings.steps, settings.pose_lr,

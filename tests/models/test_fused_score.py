@@ -146,7 +146,6 @@ def test_texture_score_and_gradient_equal_autograd_through_the_texture_lookup(bi
         torch.testing.assert_close(got, want, atol=1e-4 * max(float(want.abs().max()), 1.0), rtol=0)
 
 
-
 @pytest.mark.parametrize("bins", [7, 1])
 def test_start_scores_from_distinct_pairs_equal_texture_score(bins):
     """The init search's scores from each distinct (pixel, texel) pair's dot products (``start_pairs`` +
@@ -166,6 +165,7 @@ def test_start_scores_from_distinct_pairs_equal_texture_score(bins):
         torch.testing.assert_close(fused_score.start_scores(texture.texels(), uv, alpha, pairs, rows),
                                    fused_score.texture_score(texture.texels(), uv, alpha, rows, pixel),
                                    atol=1e-5, rtol=0)
+
 
 def test_kernels_build_with_openmp():
     """This machine's compiler has OpenMP: a kernel that fails to compile with it must not pass unnoticed as
@@ -267,8 +267,9 @@ def test_ntdm_fit_in_one_kernel_call_follows_the_step_loop(fix_shape, monkeypatc
     fits = {}
     for kernel in (True, False):
         monkeypatch.setattr(ntdm, "_fit_in_kernel", lambda features: kernel)
-        fits[kernel] = ntdm.fit_categories(models, features, clutter, valid, principal, focal, ntdm.InferenceSettings(
-            steps=6, pose_beta1=0.4, pose_beta2=0.6, pose_gamma=0.5, scale_range=1.05, fix_shape=fix_shape), rows, starts)
+        settings = ntdm.InferenceSettings(steps=6, pose_beta1=0.4, pose_beta2=0.6, pose_gamma=0.5, scale_range=1.05,
+                                          fix_shape=fix_shape)
+        fits[kernel] = ntdm.fit_categories(models, features, clutter, valid, principal, focal, settings, rows, starts)
     for got, want in zip(fits[True], fits[False]):
         for field in ("azimuth", "elevation", "theta", "distance", "latent", "scale", "loss"):
             torch.testing.assert_close(getattr(got, field), getattr(want, field), atol=1e-5, rtol=0)
