@@ -587,6 +587,17 @@ struct StartScoreArgs {
 // in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
 typedef float Lanes16 __attribute__((vector_size(64)));
 
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes4 __attribute__((vector_size(16)));
+
+// The sum of 16 lanes by halving (4 dependent adds, not 16).
+static inline __attribute__((always_inline)) float lane_sum(Lanes16 x) {
+  const Lanes8 h8 = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7)
+                    + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Lanes4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) + __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+  return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
+
 template <int NB>
 static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
                                                              float* out) {
@@ -604,8 +615,7 @@ static inline __attribute__((always_inline)) void texel_dots(const float* t, con
     }
   }
   for (int64_t b = 0; b < nb; ++b) {
-    float sum = 0;
-    for (int j = 0; j < 16; ++j) sum += acc[b][j];
+    float sum = lane_sum(acc[b]);
     for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[r];
     out[b] = sum;
   }
@@ -914,29 +924,50 @@ struct DeformNet {
   double beta, threshold;
 };
 
-// Item n's vertices (V, 3) for its latent term (H,) and instance scale (3,); `pre` gets each layer's input
-// pre-activation and `shape` the unscaled vertices.
+// One item's activations and gradients, allocated once per fit: the (V, H) tensors are past malloc's mmap threshold,
+// so allocating them every step cost more in fresh zeroed pages than the network's arithmetic.
+struct DeformBuffers {
+  std::vector<torch::Tensor> pre;  // each layer's input pre-activation (V, H)
+  torch::Tensor act, head, shape, grad_a, grad_b;  // (V, H), (V, 3), (V, 3), (V, H), (V, H)
+};
+
+static DeformBuffers deform_buffers(const DeformNet& D) {
+  const int64_t V = D.template_.size(0), H = D.base.size(2);
+  auto opt = D.base.options();
+  DeformBuffers B;
+  for (size_t l = 0; l < D.weights.size(); ++l) B.pre.push_back(torch::empty({V, H}, opt));
+  B.act = torch::empty({V, H}, opt);
+  B.head = torch::empty({V, 3}, opt);
+  B.shape = torch::empty({V, 3}, opt);
+  B.grad_a = torch::empty({V, H}, opt);
+  B.grad_b = torch::empty({V, H}, opt);
+  return B;
+}
+
+// Item n's vertices (V, 3) for its latent term (H,) and instance scale (3,); B keeps each layer's input
+// pre-activation and the unscaled vertices for the backward.
 static torch::Tensor deform_item(const DeformNet& D, int64_t n, const torch::Tensor& latent,
-                                 const torch::Tensor& instance_scale, std::vector<torch::Tensor>& pre,
-                                 torch::Tensor& shape) {
-  torch::Tensor h = D.base[n] + latent;
-  for (size_t l = 0; l < D.weights.size(); ++l) {
-    pre.push_back(h);
-    h = at::addmm(D.biases[l][n], at::softplus(h, D.beta, D.threshold), D.weights[l][n]);
+                                 const torch::Tensor& instance_scale, DeformBuffers& B) {
+  at::add_out(B.pre[0], D.base[n], latent);
+  const size_t L = D.weights.size();
+  for (size_t l = 0; l < L; ++l) {
+    at::softplus_out(B.act, B.pre[l], D.beta, D.threshold);
+    at::addmm_out(l + 1 < L ? B.pre[l + 1] : B.head, D.biases[l][n], B.act, D.weights[l][n]);
   }
-  shape = D.template_ + h;
-  return shape * D.scale[n] * instance_scale;
+  at::add_out(B.shape, D.template_, B.head);
+  return B.shape * D.scale[n] * instance_scale;
 }
 
 // d loss / d latent (H,) and d loss / d instance scale (3,), written to grad_latent and grad_scale, from
 // d loss / d item n's vertices g.
 static void deform_item_backward(const DeformNet& D, int64_t n, const torch::Tensor& g, const torch::Tensor& instance_scale,
-                                 const std::vector<torch::Tensor>& pre, const torch::Tensor& shape,
-                                 torch::Tensor grad_latent, torch::Tensor grad_scale) {
-  grad_scale.copy_((g * shape * D.scale[n]).sum(0));
+                                 DeformBuffers& B, torch::Tensor grad_latent, torch::Tensor grad_scale) {
+  grad_scale.copy_((g * B.shape * D.scale[n]).sum(0));
   torch::Tensor gh = g * (D.scale[n] * instance_scale);
-  for (int64_t l = int64_t(D.weights.size()) - 1; l >= 0; --l)
-    gh = at::softplus_backward(at::mm(gh, D.weights[l][n].t()), pre[l], D.beta, D.threshold);
+  for (int64_t l = int64_t(D.weights.size()) - 1; l >= 0; --l) {
+    at::mm_out(B.grad_a, gh, D.weights[l][n].t());
+    gh = at::softplus_backward_out(B.grad_b, B.grad_a, B.pre[l], D.beta, D.threshold);
+  }
   grad_latent.copy_(gh.sum(0));
 }
 
@@ -1087,6 +1118,7 @@ static void project_simplex(float* z, int64_t K) {
 static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const DeformNet& D, const FitSettings& S,
                      int64_t n, const torch::Tensor& weight, float* C, float* theta, float* log_scale, float* z,
                      double px, double py, double f, float* final_loss) {
+  at::NoGradGuard no_autograd;  // grad mode is per thread: the Python caller's no_grad does not reach OpenMP's
   const int64_t K = weight.size(0), P = 7 + K;  // C, theta, log s', z
   auto fopt = torch::TensorOptions().dtype(torch::kFloat);
   const torch::Tensor zrow = torch::from_blob(z, {1, K}, fopt), log_s = torch::from_blob(log_scale, {3}, fopt);
@@ -1094,14 +1126,13 @@ static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const D
   torch::Tensor glatent = torch::empty({1, weight.size(1)}, fopt), gscale = torch::empty({3}, fopt);
   float* params[] = {C, C + 1, C + 2, theta, log_scale, log_scale + 1, log_scale + 2};
   std::vector<float> m(P, 0.f), v(P, 0.f), g(P);
+  DeformBuffers net = deform_buffers(D);
   double lr = S.lr;
   for (int64_t step = 1;; ++step) {
     const bool last = step > S.steps;
     const torch::Tensor scale = at::exp(log_s);  // torch's exp (MKL's), not libm's: the same roundings
     const float* s = scale.data_ptr<float>();
-    std::vector<torch::Tensor> pre;
-    torch::Tensor shape;
-    const torch::Tensor vn = deform_item(D, n, at::mm(zrow, weight)[0], scale, pre, shape).contiguous();
+    const torch::Tensor vn = deform_item(D, n, at::mm(zrow, weight)[0], scale, net).contiguous();
     const double Cd[3] = {C[0], C[1], C[2]};
     double loss = 0, gC[3] = {0, 0, 0}, gtheta = 0;
     gverts.zero_();
@@ -1111,7 +1142,7 @@ static void fit_item(const SurfaceArgs& A, const SurfaceArgs& loss_only, const D
       *final_loss = float(loss);
       return;
     }
-    deform_item_backward(D, n, gverts.to(torch::kFloat), scale, pre, shape, glatent[0], gscale);
+    deform_item_backward(D, n, gverts.to(torch::kFloat), scale, net, glatent[0], gscale);
     for (int i = 0; i < 3; ++i) {
       g[i] = float(gC[i]);
       g[4 + i] = gscale.data_ptr<float>()[i] * s[i];
