@@ -13,6 +13,12 @@
 #include <limits>
 #include <vector>
 
+// GCC vector types: 16, 8 and 4 lanes, each operation on all of them at once.
+typedef float Lanes16 __attribute__((vector_size(64)));
+typedef int32_t Ints16 __attribute__((vector_size(64)));
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes4 __attribute__((vector_size(16)));
+
 // d loss / d bary (3) of pixel (x, y) in face vi -> d loss / d its screen vertices (x, y, depth), added to gscr
 // (V, 3): bary_k = u_k / S with u_k = w_k / depth_k and w_k the edge functions E_k over their sum A.
 static inline void barycentric_backward(const double gbary[3], const double bary[3], const double w[3],
@@ -585,10 +591,6 @@ struct StartScoreArgs {
 
 // out[b] = <t[b], f> for the first `nb` of a texel's NB bins t (NB, d): all bins advance together, 16 lanes at a time
 // in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
-typedef float Lanes16 __attribute__((vector_size(64)));
-
-typedef float Lanes8 __attribute__((vector_size(32)));
-typedef float Lanes4 __attribute__((vector_size(16)));
 
 // The sum of 16 lanes by halving (4 dependent adds, not 16).
 static inline __attribute__((always_inline)) float lane_sum(Lanes16 x) {
@@ -924,10 +926,80 @@ struct DeformNet {
   double beta, threshold;
 };
 
+// softplus(x) = log1p(exp(beta x)) / beta (x itself where beta x > threshold) of n floats, and its derivative
+// sigma = z / (1 + z), z = exp(beta x) (1 past the threshold), kept for the backward: torch's softplus takes Sleef's
+// log1pf, which costs more than the network's matrix products, and its backward takes exp again. Here exp and log
+// are Cephes' single-precision polynomials (about 1 ulp) and log1p(z) = log(u) z / (u - 1), u = 1 + z (Kahan's
+// formula), 16 lanes at a time; so the kernel's network differs from torch's by float roundings.
+static inline __attribute__((always_inline)) Lanes16 exp_lanes(Lanes16 x) {
+  const Lanes16 zero{}, one = zero + 1.f;
+  const Lanes16 c = x < -87.f ? zero - 87.f : (x > 88.f ? zero + 88.f : x);
+  const Lanes16 t = c * 1.44269504088896341f + 0.5f;  // n = floor(c log2(e) + 1/2)
+  Lanes16 n = __builtin_convertvector(__builtin_convertvector(t, Ints16), Lanes16);
+  n -= n > t ? one : zero;
+  const Lanes16 r = c - n * 0.693359375f + n * 2.12194440e-4f;
+  Lanes16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.f;
+  const Ints16 bits = (__builtin_convertvector(n, Ints16) + 127) << 23;
+  Lanes16 scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < -87.f ? zero : p * scale;
+}
+
+static inline __attribute__((always_inline)) Lanes16 log_lanes(Lanes16 u) {  // u >= 1
+  Ints16 bits;
+  std::memcpy(&bits, &u, sizeof bits);
+  Lanes16 e = __builtin_convertvector((bits >> 23) - 126, Lanes16);
+  const Ints16 mbits = (bits & 0x007fffff) | 0x3f000000;  // u = m 2^e, m in [0.5, 1)
+  Lanes16 m;
+  std::memcpy(&m, &mbits, sizeof m);
+  const Lanes16 small = m < 0.707106781186547524f ? Lanes16{} + 1.f : Lanes16{};
+  e -= small;
+  m = m + m * small - 1.f;
+  const Lanes16 z = m * m;
+  Lanes16 y = m * 7.0376836292e-2f - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z - e * 2.12194440e-4f - 0.5f * z;
+  return m + y + e * 0.693359375f;
+}
+
+static inline __attribute__((always_inline)) void softplus_lanes(const float* x, float* y, float* sigma, float beta,
+                                                                  float threshold) {
+  Lanes16 v;
+  std::memcpy(&v, x, sizeof v);
+  const Lanes16 bx = v * beta, z = exp_lanes(bx), u = z + 1.f;
+  const Lanes16 lg = u == 1.f ? z : log_lanes(u) * z / (u - 1.f);
+  const Lanes16 out = bx > threshold ? v : lg / beta, sig = bx > threshold ? Lanes16{} + 1.f : z / u;
+  std::memcpy(y, &out, sizeof out);
+  std::memcpy(sigma, &sig, sizeof sig);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void softplus_forward(const float* x, float* y, float* sigma, int64_t n, float beta, float threshold) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) softplus_lanes(x + i, y + i, sigma + i, beta, threshold);
+  if (i == n) return;
+  float xt[16] = {0}, yt[16], st[16];
+  std::copy(x + i, x + n, xt);
+  softplus_lanes(xt, yt, st, beta, threshold);
+  std::copy(yt, yt + (n - i), y + i);
+  std::copy(st, st + (n - i), sigma + i);
+}
+
 // One item's activations and gradients, allocated once per fit: the (V, H) tensors are past malloc's mmap threshold,
 // so allocating them every step cost more in fresh zeroed pages than the network's arithmetic.
 struct DeformBuffers {
-  std::vector<torch::Tensor> pre;  // each layer's input pre-activation (V, H)
+  std::vector<torch::Tensor> pre, sigma;  // each layer's input pre-activation and softplus derivative (V, H)
   torch::Tensor act, head, shape, grad_a, grad_b;  // (V, H), (V, 3), (V, 3), (V, H), (V, H)
 };
 
@@ -935,7 +1007,10 @@ static DeformBuffers deform_buffers(const DeformNet& D) {
   const int64_t V = D.template_.size(0), H = D.base.size(2);
   auto opt = D.base.options();
   DeformBuffers B;
-  for (size_t l = 0; l < D.weights.size(); ++l) B.pre.push_back(torch::empty({V, H}, opt));
+  for (size_t l = 0; l < D.weights.size(); ++l) {
+    B.pre.push_back(torch::empty({V, H}, opt));
+    B.sigma.push_back(torch::empty({V, H}, opt));
+  }
   B.act = torch::empty({V, H}, opt);
   B.head = torch::empty({V, 3}, opt);
   B.shape = torch::empty({V, 3}, opt);
@@ -951,7 +1026,8 @@ static torch::Tensor deform_item(const DeformNet& D, int64_t n, const torch::Ten
   at::add_out(B.pre[0], D.base[n], latent);
   const size_t L = D.weights.size();
   for (size_t l = 0; l < L; ++l) {
-    at::softplus_out(B.act, B.pre[l], D.beta, D.threshold);
+    softplus_forward(B.pre[l].data_ptr<float>(), B.act.data_ptr<float>(), B.sigma[l].data_ptr<float>(),
+                     B.act.numel(), float(D.beta), float(D.threshold));
     at::addmm_out(l + 1 < L ? B.pre[l + 1] : B.head, D.biases[l][n], B.act, D.weights[l][n]);
   }
   at::add_out(B.shape, D.template_, B.head);
@@ -966,7 +1042,7 @@ static void deform_item_backward(const DeformNet& D, int64_t n, const torch::Ten
   torch::Tensor gh = g * (D.scale[n] * instance_scale);
   for (int64_t l = int64_t(D.weights.size()) - 1; l >= 0; --l) {
     at::mm_out(B.grad_a, gh, D.weights[l][n].t());
-    gh = at::softplus_backward_out(B.grad_b, B.grad_a, B.pre[l], D.beta, D.threshold);
+    gh = at::mul_out(B.grad_b, B.grad_a, B.sigma[l]);
   }
   grad_latent.copy_(gh.sum(0));
 }
@@ -1221,7 +1297,17 @@ std::vector<torch::Tensor> surface_fit(torch::Tensor C, torch::Tensor theta, tor
   return {C, theta, log_scale, z, loss};
 }
 
+// softplus_forward of a float32 tensor: (softplus, derivative).
+std::vector<torch::Tensor> softplus(torch::Tensor x, double beta, double threshold) {
+  x = x.to(torch::kFloat).contiguous();
+  torch::Tensor y = torch::empty_like(x), sigma = torch::empty_like(x);
+  softplus_forward(x.data_ptr<float>(), y.data_ptr<float>(), sigma.data_ptr<float>(), x.numel(), float(beta),
+                   float(threshold));
+  return {y, sigma};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("softplus", &softplus, "the kernel network's softplus and its derivative (CPU)");
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("surface_fit", &surface_fit, "NTDM's whole optimisation of pose, latent and instance scale (CPU)");

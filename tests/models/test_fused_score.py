@@ -167,6 +167,23 @@ def test_start_scores_from_distinct_pairs_equal_texture_score(bins):
                                    atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("beta", [1.0, 10.0])
+def test_kernel_softplus_is_as_accurate_as_torchs(beta):
+    """The fit's network takes its own softplus (Cephes exp and log): within 4 ulp of torch's distance to float64."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.linspace(-12, 30, 100_001) / beta, torch.randn(10_000, generator=gen),
+                   torch.tensor([0.0, 1e-8, -1e-8, 20 / beta, math.nextafter(20 / beta, 99)])])
+    y, sigma = fused_score._extension().softplus(x, beta, 20.0)
+    ref = torch.nn.functional.softplus(x.double(), beta, 20.0)
+    ulp = torch.finfo(torch.float32).eps * ref.abs()
+    torch_error = (torch.nn.functional.softplus(x, beta, 20.0).double() - ref).abs()
+    assert ((y.double() - ref).abs() <= torch_error + 4 * ulp).all()
+    xg = x.clone().requires_grad_(True)
+    torch.nn.functional.softplus(xg, beta, 20.0).sum().backward()  # torch's derivative: 1 past the threshold
+    torch.testing.assert_close(sigma, xg.grad, atol=0, rtol=4 * torch.finfo(torch.float32).eps)
+    assert torch.equal(y[x * beta > 20], x[x * beta > 20])
+
+
 def test_kernels_build_with_openmp():
     """This machine's compiler has OpenMP: a kernel that fails to compile with it must not pass unnoticed as
     the serial fallback build."""
