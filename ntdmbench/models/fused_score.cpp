@@ -191,9 +191,13 @@ static void winners(const T* scr, const int64_t* fp, int64_t B, int64_t V, int64
         const T y = T(r) + T(0.5);
         for (int64_t c = c0; c <= c1; ++c) {
           const T x = T(c) + T(0.5);
-          const T w0 = ((p1[0] - x) * (p2[1] - y) - (p1[1] - y) * (p2[0] - x)) / area;
-          const T w1 = ((p2[0] - x) * (p0[1] - y) - (p2[1] - y) * (p0[0] - x)) / area;
-          const T w2 = ((p0[0] - x) * (p1[1] - y) - (p0[1] - y) * (p1[0] - x)) / area;
+          // a pixel with an edge function of the wrong sign (or zero) fails the test below whatever z is: skipped
+          // before the divisions (w_k = E_k / area has E_k * area's sign, u_k = w_k / depth_k with depth_k > 0)
+          const T E0 = (p1[0] - x) * (p2[1] - y) - (p1[1] - y) * (p2[0] - x);
+          const T E1 = (p2[0] - x) * (p0[1] - y) - (p2[1] - y) * (p0[0] - x);
+          const T E2 = (p0[0] - x) * (p1[1] - y) - (p0[1] - y) * (p1[0] - x);
+          if (area > 0 ? !(E0 > 0 && E1 > 0 && E2 > 0) : !(E0 < 0 && E1 < 0 && E2 < 0)) continue;
+          const T w0 = E0 / area, w1 = E1 / area, w2 = E2 / area;
           const T u0 = w0 / p0[2], u1 = w1 / p1[2], u2 = w2 / p2[2];
           const T z = T(1) / (u0 + u1 + u2);
           if (!(u0 * z > 0 && u1 * z > 0 && u2 * z > 0 && z >= 0)) continue;
