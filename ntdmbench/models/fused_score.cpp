@@ -452,6 +452,51 @@ static inline __attribute__((always_inline)) const float* cell_gram(const Textur
   return G;
 }
 
+// The sum of 16 lanes by halving (4 dependent adds, not 16).
+static inline __attribute__((always_inline)) float lane_sum(Lanes16 x) {
+  const Lanes8 h8 = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7)
+                    + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Lanes4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) + __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+  return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+}
+
+// out[b] = <t[b], f> for the first `nb` of a texel's NB bins t (NB, d): all bins advance together, 16 lanes at a time
+// in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
+template <int NB>
+static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
+                                                             float* out) {
+  Lanes16 acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = Lanes16{};
+  int64_t k = 0;
+  for (; k + 16 <= d; k += 16) {
+    Lanes16 fv;
+    std::memcpy(&fv, f + k, sizeof fv);
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; ++b) {
+      Lanes16 tv;
+      std::memcpy(&tv, t + b * d + k, sizeof tv);
+      acc[b] += tv * fv;
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    float sum = lane_sum(acc[b]);
+    for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[r];
+    out[b] = sum;
+  }
+}
+
+// texel_dots for any number of bins NB.
+static inline __attribute__((always_inline)) void bin_dots(const float* t, const float* f, int64_t NB, int64_t d,
+                                                           int64_t nb, float* out) {
+  if (NB == 7) return texel_dots<7>(t, f, d, nb, out);
+  for (int64_t b = 0; b < nb; ++b) {
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t k = 0; k < d; ++k) acc += t[b * d + k] * f[k];
+    out[b] = acc;
+  }
+}
+
 // blend_score's number and gradients from dot products instead of the blended vector: with a_cb = w_c alpha_b,
 // s = sum a_cb D_cb / n, D_cb = <T_c[b], f>, n^2 = a' G a (cell_gram). D of a pixel's cell is kept in `dots`
 // (KP floats, zero past 4 NB) while the pixel stays in that cell (`cached_cell`), so a step computes 4 nb dot
@@ -463,14 +508,7 @@ static inline __attribute__((always_inline)) float gram_score(const Texture& X, 
   const int64_t NB = X.NB, K = 4 * NB, d = X.d;
   const Footprint P = footprint(X, u, v);
   if (*cached_cell != P.cell) {
-    for (int c = 0; c < 4; ++c)
-      for (int64_t b = 0; b < nb; ++b) {
-        const float* t = P.T[c] + b * d;
-        float acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t k = 0; k < d; ++k) acc += t[k] * f[k];
-        dots[c * NB + b] = acc;
-      }
+    for (int c = 0; c < 4; ++c) bin_dots(P.T[c], f, NB, d, nb, dots + c * NB);
     *cached_cell = int32_t(P.cell);
   }
   const float* G = cell_gram(X, P, scratch);
@@ -593,57 +631,13 @@ struct StartScoreArgs {
   float* score;  // (M,)
 };
 
-// out[b] = <t[b], f> for the first `nb` of a texel's NB bins t (NB, d): all bins advance together, 16 lanes at a time
-// in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
-
-// The sum of 16 lanes by halving (4 dependent adds, not 16).
-static inline __attribute__((always_inline)) float lane_sum(Lanes16 x) {
-  const Lanes8 h8 = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7)
-                    + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
-  const Lanes4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) + __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
-  return (h4[0] + h4[2]) + (h4[1] + h4[3]);
-}
-
-template <int NB>
-static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
-                                                             float* out) {
-  Lanes16 acc[NB];
-  for (int b = 0; b < NB; ++b) acc[b] = Lanes16{};
-  int64_t k = 0;
-  for (; k + 16 <= d; k += 16) {
-    Lanes16 fv;
-    std::memcpy(&fv, f + k, sizeof fv);
-#pragma GCC unroll 8
-    for (int b = 0; b < NB; ++b) {
-      Lanes16 tv;
-      std::memcpy(&tv, t + b * d + k, sizeof tv);
-      acc[b] += tv * fv;
-    }
-  }
-  for (int64_t b = 0; b < nb; ++b) {
-    float sum = lane_sum(acc[b]);
-    for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[r];
-    out[b] = sum;
-  }
-}
-
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void pair_dots_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
   const int64_t NB = A.X.NB, d = A.X.d;
   for (int64_t u = lo; u < hi; ++u) {
     const float* f = A.feats + int64_t(A.pair_pixel[u]) * d;
     const float* t = A.X.tex + int64_t(A.pair_texel[u]) * NB * d;
-    float* out = A.dots + u * A.nb;
-    if (NB == 7) {
-      texel_dots<7>(t, f, d, A.nb, out);
-    } else {
-      for (int64_t b = 0; b < A.nb; ++b) {
-        float acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t k = 0; k < d; ++k) acc += t[b * d + k] * f[k];
-        out[b] = acc;
-      }
-    }
+    bin_dots(t, f, NB, d, A.nb, A.dots + u * A.nb);
   }
 }
 
