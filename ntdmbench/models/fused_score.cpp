@@ -927,11 +927,7 @@ struct DeformNet {
   double beta, threshold;
 };
 
-// softplus(x) = log1p(exp(beta x)) / beta (x itself where beta x > threshold) of n floats, and its derivative
-// sigma = z / (1 + z), z = exp(beta x) (1 past the threshold), kept for the backward: torch's softplus takes Sleef's
-// log1pf, which costs more than the network's matrix products, and its backward takes exp again. Here exp and log
-// are Cephes' single-precision polynomials (about 1 ulp) and log1p(z) = log(u) z / (u - 1), u = 1 + z (Kahan's
-// formula), 16 lanes at a time; so the kernel's network differs from torch's by float roundings.
+// exp and log (u >= 1) of 16 floats: Cephes' single-precision range reductions and polynomials (about 1 ulp).
 static inline __attribute__((always_inline)) Lanes16 exp_lanes(Lanes16 x) {
   const Lanes16 zero{}, one = zero + 1.f;
   const Lanes16 c = x < -87.f ? zero - 87.f : (x > 88.f ? zero + 88.f : x);
@@ -985,6 +981,10 @@ static inline __attribute__((always_inline)) void softplus_lanes(const float* x,
   std::memcpy(sigma, &sig, sizeof sig);
 }
 
+// softplus(x) = log1p(exp(beta x)) / beta (x itself where beta x > threshold) of n floats, and its derivative
+// sigma = z / (1 + z), z = exp(beta x) (1 past the threshold), kept for the backward. torch's softplus takes Sleef's
+// log1pf, which costs more than the network's matrix products, and its backward takes exp again; here log1p(z) =
+// log(u) z / (u - 1), u = 1 + z (Kahan's formula), so the kernel's network differs from torch's by float roundings.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void softplus_forward(const float* x, float* y, float* sigma, int64_t n, float beta, float threshold) {
   int64_t i = 0;
@@ -1164,7 +1164,8 @@ struct FitSettings {
 // One float element's Adam update as torch's fused CPU Adam makes it for the elements past its last full vector (all
 // of a tensor shorter than one): float arithmetic, exp_avg.lerp_(g, 1 - beta1) as a fused multiply-add (as its
 // vectorised form). Per element, so an item's fit does not depend on how many items share the batch (torch's does,
-// through which elements fall in a full vector). The first steps match torch's bit for bit (test: to 1e-5 after 6).
+// through which elements fall in a full vector). With the network's own softplus, a fit follows the torch loop to
+// float roundings (test: to 1e-5 after 6 steps).
 static inline void adam_update(float& p, float& m, float& v, float g, const FitSettings& S, float step_size,
                                float bc2_sqrt) {
   const float w = float(1 - S.beta1);

@@ -254,7 +254,9 @@ def surface_fit(C: torch.Tensor, theta: torch.Tensor, log_scale: torch.Tensor, z
     meshes ``network`` makes, with what autograd and ``PoseOptimizer`` do around it, from the starts ``C (N, 3)``,
     ``theta (N,)``, ``log_scale (N, 3)`` (log s') and ``zs`` (model j's items' latents ``(n_j, K_j)``, items in
     model order). Each item runs its network and all its steps in one thread task, so threads never wait for each
-    other between steps. Returns the final C, theta, log s', zs and ``(N,)`` losses at them."""
+    other between steps. The network's softplus is the kernel's own (``softplus``: torch's costs more than the
+    network's matrix products), so fits differ from the torch loop's by float roundings. Returns the final C,
+    theta, log s', zs and ``(N,)`` losses at them."""
     N, h, w = valid.shape
     clut = torch.empty(0) if clutter is None else clutter.reshape(N, h * w)
     K = max(len(weight) for weight in network.latent_weights)
