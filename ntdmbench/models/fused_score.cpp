@@ -13,11 +13,10 @@
 #include <limits>
 #include <vector>
 
-// GCC vector types: 16, 8 and 4 lanes, each operation on all of them at once.
+// GCC vector types: 16 and 8 lanes, each operation on all of them at once.
 typedef float Lanes16 __attribute__((vector_size(64)));
 typedef int32_t Ints16 __attribute__((vector_size(64)));
 typedef float Lanes8 __attribute__((vector_size(32)));
-typedef float Lanes4 __attribute__((vector_size(16)));
 
 // d loss / d bary (3) of pixel (x, y) in face vi -> d loss / d its screen vertices (x, y, depth), added to gscr
 // (V, 3): bary_k = u_k / S with u_k = w_k / depth_k and w_k the edge functions E_k over their sum A.
@@ -452,21 +451,33 @@ static inline __attribute__((always_inline)) const float* cell_gram(const Textur
   return G;
 }
 
-// The sum of 16 lanes by halving (4 dependent adds, not 16).
-static inline __attribute__((always_inline)) float lane_sum(Lanes16 x) {
-  const Lanes8 h8 = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7)
-                    + __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
-  const Lanes4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3) + __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
-  return (h4[0] + h4[2]) + (h4[1] + h4[3]);
+// The sums of the 16 lanes of each of 8 vectors, by halving: x[i] + x[i + 8], then h[i] + h[i + 4], then
+// (h[0] + h[2]) + (h[1] + h[3]), so 4 dependent adds, not 16; each step adds the halves of two vectors at once.
+static inline __attribute__((always_inline)) Lanes8 lane_sums(const Lanes16 x[8]) {
+  Lanes16 h8[4], h4[2];
+  for (int i = 0; i < 4; ++i)  // (x[i] + x[i + 8]) of two vectors side by side
+    h8[i] = __builtin_shufflevector(x[2 * i], x[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+            + __builtin_shufflevector(x[2 * i], x[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30,
+                                      31);
+  for (int i = 0; i < 2; ++i)  // (h8[i] + h8[i + 4]) of four
+    h4[i] = __builtin_shufflevector(h8[2 * i], h8[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+            + __builtin_shufflevector(h8[2 * i], h8[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30,
+                                      31);
+  const Lanes16 h2 =  // (h4[0] + h4[2], h4[1] + h4[3]) of eight
+      __builtin_shufflevector(h4[0], h4[1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29)
+      + __builtin_shufflevector(h4[0], h4[1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  return __builtin_shufflevector(h2, h2, 0, 2, 4, 6, 8, 10, 12, 14) + __builtin_shufflevector(h2, h2, 1, 3, 5, 7, 9, 11,
+                                                                                            13, 15);
 }
 
-// out[b] = <t[b], f> for the first `nb` of a texel's NB bins t (NB, d): all bins advance together, 16 lanes at a time
-// in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
+// out[b] = <t[b], f> for the first `nb` of a texel's NB <= 8 bins t (NB, d): all bins advance together, 16 lanes at a
+// time in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
 template <int NB>
 static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
                                                              float* out) {
-  Lanes16 acc[NB];
-  for (int b = 0; b < NB; ++b) acc[b] = Lanes16{};
+  static_assert(NB <= 8, "lane_sums adds up 8 vectors");
+  Lanes16 acc[8];
+  for (int b = 0; b < 8; ++b) acc[b] = Lanes16{};
   int64_t k = 0;
   for (; k + 16 <= d; k += 16) {
     Lanes16 fv;
@@ -478,8 +489,9 @@ static inline __attribute__((always_inline)) void texel_dots(const float* t, con
       acc[b] += tv * fv;
     }
   }
+  const Lanes8 sums = lane_sums(acc);
   for (int64_t b = 0; b < nb; ++b) {
-    float sum = lane_sum(acc[b]);
+    float sum = sums[b];
     for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[r];
     out[b] = sum;
   }
