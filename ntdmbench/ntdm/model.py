@@ -382,6 +382,9 @@ class NTDMPredictor(BasePredictor):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        if self.fit_errors:
-            out["deformable_fit_error"] = {c: float(np.mean(e)) for c, e in self.fit_errors.items()}
+        # a model built without the deformable fit (bench's untrained timing checkpoints) has no errors: omitted,
+        # not NaN (which is not JSON)
+        errors = {c: float(np.mean(e)) for c, e in self.fit_errors.items() if len(e)}
+        if errors:
+            out["deformable_fit_error"] = errors
         return out

@@ -3,6 +3,7 @@ out-of-memory error, and the markdown + JSON report."""
 
 import json
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -86,3 +87,14 @@ def test_bench_command_writes_markdown_and_json(tmp_path, capsys):
     assert "expected HxW" in capsys.readouterr().err
     report["device"]["gpu"] = "NVIDIA H100 80GB HBM3"
     assert write(report, out)[1].name == "random_nvidia-h100-80gb-hbm3.md"
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "reports" / "timing").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_committed_reports_are_strict_json(path):
+    # Python writes NaN / Infinity where JSON has none: jq, browsers and pandas' strict readers refuse the file
+    json.loads(path.read_text(), parse_constant=_no_constant)

@@ -4,6 +4,7 @@ Table 3 switches and the fig. 5 exports."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -80,6 +81,19 @@ def test_checkpoint_holds_everything_for_inference(model, samples, tmp_path):
     info = loaded.describe()
     assert info["capabilities"] == ["amodal", "class", "pose"] and set(info["deformable_fit_error"]) == {"car", "sofa"}
 
+
+def test_describe_omits_categories_without_fit_errors(model, tmp_path):
+    # the timing checkpoints (benchmarks/timing_checkpoints.py) skip the deformable fit: no errors, and no NaN
+    # in the reports (NaN is not JSON)
+    model.save(tmp_path / "no_fit.pth")
+    payload = torch.load(tmp_path / "no_fit.pth", weights_only=False)
+    payload["state"]["categories"]["sofa"]["fit_error"] = []
+    torch.save(payload, tmp_path / "no_fit.pth")
+    loaded = build_model("ntdm", {})
+    loaded.load(tmp_path / "no_fit.pth")
+    info = loaded.describe()
+    assert set(info["deformable_fit_error"]) == {"car"}
+    json.dumps(info, allow_nan=False, default=str)
 
 def test_predictions(model, samples):
     preds = model.predict(samples)
