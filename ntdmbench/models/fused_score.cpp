@@ -513,10 +513,11 @@ static inline __attribute__((always_inline)) void bin_dots(const float* t, const
 // s = sum a_cb D_cb / n, D_cb = <T_c[b], f>, n^2 = a' G a (cell_gram). D of a pixel's cell is kept in `dots`
 // (KP floats, zero past 4 NB) while the pixel stays in that cell (`cached_cell`), so a step computes 4 nb dot
 // products of d only where a pixel moved to another cell, and reads G's 4 NB x KP floats instead of the 4 nb d
-// texel values.
+// texel values. The gradients (guv non-null) are only taken for a score s >= grad_from: below it the caller's loss
+// is flat in s (the clutter score wins, or an invalid pixel), and most pixels are there.
 static inline __attribute__((always_inline)) float gram_score(const Texture& X, double u, double v, const float* alpha,
                                                               int64_t nb, const float* f, int32_t* cached_cell, float* dots,
-                                                              float* guv, float* galpha, float* scratch) {
+                                                              float grad_from, float* guv, float* galpha, float* scratch) {
   const int64_t NB = X.NB, K = 4 * NB, d = X.d;
   const Footprint P = footprint(X, u, v);
   if (*cached_cell != P.cell) {
@@ -537,7 +538,7 @@ static inline __attribute__((always_inline)) float gram_score(const Texture& X, 
 #pragma omp simd reduction(+ : dotf, nsqf)
   for (int64_t i = 0; i < KP; ++i) { dotf += a[i] * dots[i]; nsqf += a[i] * Ga[i]; }
   const double n = std::sqrt(std::max(double(nsqf), 0.0)), s = dotf / std::max(n, 1e-12);
-  if (guv == nullptr) return float(s);
+  if (guv == nullptr || !(float(s) >= grad_from)) return float(s);
   // d s / d a_cb = <g, T_c[b]> = e_cb with g = (f - s vec / n) / n (F.normalize's gradient; f / eps below its eps)
   const float sn = n > 1e-12 ? float(s / n) : 0.f, inv = float(1.0 / std::max(n, 1e-12));
   float e[KP];
@@ -796,8 +797,11 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     for (int64_t b = 0; b < nb; ++b) alpha[b] = float(logit[b] / esum);
     float guv[2];
     const bool grad = A.with_grad;
+    // G below is 0 for s < cl (with clutter) and for an invalid pixel: no gradients needed there
+    const float grad_from = valid[pix] == 0 ? std::numeric_limits<float>::infinity()
+                                            : (clut ? float(cl) : -std::numeric_limits<float>::infinity());
     const float s = gram_score(X, uv[0], uv[1], alpha.data(), nb, frows + pix * d, cached_cell + pix,
-                               dots + pix * KP, grad ? guv : nullptr, galpha.data(), scratch.data());
+                               dots + pix * KP, grad_from, grad ? guv : nullptr, galpha.data(), scratch.data());
     double G;  // d loss / d s
     if (clut) {
       acc += valid[pix] * (std::max(double(s), cl) - cl);
