@@ -777,7 +777,7 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     double dv[3];
     for (int i = 0; i < 3; ++i) dv[i] = centre[i] - attr[3 + i];
     const double dl = std::sqrt(dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]), dln = std::max(dl, 1e-12);
-    double nh[3], dh[3], Rn[7][3], Rtd[7][3], logit_max = -std::numeric_limits<double>::infinity();
+    double nh[3], dh[3], Rn[7][3], logit_max = -std::numeric_limits<double>::infinity();
     double logit[7];
     const double inl = 1.0 / nln, idl = 1.0 / dln;
     for (int i = 0; i < 3; ++i) { nh[i] = attr[i] * inl; dh[i] = dv[i] * idl; }
@@ -786,7 +786,6 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
       double l = 0;
       for (int i = 0; i < 3; ++i) {
         Rn[b][i] = R[i * 3] * nh[0] + R[i * 3 + 1] * nh[1] + R[i * 3 + 2] * nh[2];
-        Rtd[b][i] = R[i] * dh[0] + R[3 + i] * dh[1] + R[6 + i] * dh[2];
         l += Rn[b][i] * dh[i];
       }
       logit[b] = A.temperature * l;
@@ -814,9 +813,14 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
     // softmax, then T (R_b n) . d, then the two normalisations
     double ga_mean = 0, gn[3] = {0, 0, 0}, gd[3] = {0, 0, 0};
     for (int64_t b = 0; b < nb; ++b) ga_mean += alpha[b] * (G * galpha[b]);
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = 0; b < nb; ++b) {  // d (R_b n . d) / d n = R_b^T d
+      const double* R = A.rot + b * 9;
       const double gl = A.temperature * alpha[b] * (G * galpha[b] - ga_mean);
-      for (int i = 0; i < 3; ++i) { gn[i] += gl * Rtd[b][i]; gd[i] += gl * Rn[b][i]; }
+      for (int i = 0; i < 3; ++i) {
+        const double Rtd = R[i] * dh[0] + R[3 + i] * dh[1] + R[6 + i] * dh[2];
+        gn[i] += gl * Rtd;
+        gd[i] += gl * Rn[b][i];
+      }
     }
     double ga6[6], gnd = 0, gdd = 0;  // d loss / d (interpolated normal, position)
     for (int i = 0; i < 3; ++i) { gnd += nh[i] * gn[i]; gdd += dh[i] * gd[i]; }
