@@ -168,8 +168,11 @@ std::vector<torch::Tensor> render_score_loss(torch::Tensor verts, torch::Tensor 
 }
 
 // Winning face per pixel (-1: none) of screen-space meshes (B, V, 3), with render.py's torch-backend
-// arithmetic in the screen dtype (same operation order), so both give the same faces; no gradients.
+// arithmetic in the screen dtype (same operation order), so both give the same faces; no gradients. Compiled per
+// instruction set (rounding instructions instead of ceil / floor calls), with no fused multiply-adds (they would
+// round the edge functions differently from torch).
 template <typename T>
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
 static void winners(const T* scr, const int64_t* fp, int64_t B, int64_t V, int64_t F, int64_t H, int64_t W,
                     int64_t* out) {
   std::vector<T> zbuf(H * W);
