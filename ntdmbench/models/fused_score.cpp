@@ -1356,8 +1356,25 @@ std::vector<torch::Tensor> softplus(torch::Tensor x, double beta, double thresho
   return {y, sigma};
 }
 
+// exp_nonpositive of a float64 tensor, 8 at a time (the rest padded with 0).
+torch::Tensor exp_softmax(torch::Tensor x) {
+  x = x.to(torch::kDouble).contiguous();
+  torch::Tensor y = torch::empty_like(x);
+  const double* xp = x.data_ptr<double>();
+  double* yp = y.data_ptr<double>();
+  for (int64_t i = 0; i < x.numel(); i += 8) {
+    Doubles8 v{};
+    const int64_t m = std::min<int64_t>(8, x.numel() - i);
+    std::copy(xp + i, xp + i + m, &v[0]);
+    const Doubles8 e = exp_nonpositive(v);
+    std::copy(&e[0], &e[0] + m, yp + i);
+  }
+  return y;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("softplus", &softplus, "the kernel network's softplus and its derivative (CPU)");
+  m.def("exp_softmax", &exp_softmax, "the exp of NTDM's view-coefficient softmax, for x <= 0 (CPU)");
   m.def("pix_to_face", &pix_to_face, "winning face per pixel, as render.py's torch backend (CPU)");
   m.def("pose_score_loss", &pose_score_loss, "the same for a camera centre and theta");
   m.def("surface_fit", &surface_fit, "NTDM's whole optimisation of pose, latent and instance scale (CPU)");

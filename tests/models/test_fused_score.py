@@ -184,6 +184,19 @@ def test_kernel_softplus_is_as_accurate_as_torchs(beta):
     assert torch.equal(y[x * beta > 20], x[x * beta > 20])
 
 
+def test_kernel_softmax_exp_is_within_one_ulp_of_torchs():
+    """The view coefficients' softmax takes its own exp of x - max <= 0 (8 at a time): within 1 ulp of torch.exp
+    down to -708, exactly 1 at 0, and (below float's range) the same float32 coefficients."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([-torch.rand(200_000, generator=gen, dtype=torch.float64) * 708,
+                   -torch.rand(200_000, generator=gen, dtype=torch.float64) * 30,
+                   torch.tensor([0.0, -0.0, -1e-300, -1e-8, -math.log(2) / 2, -708.0], dtype=torch.float64)])
+    y, ref = fused_score._extension().exp_softmax(x), torch.exp(x)
+    assert ((y - ref).abs() <= torch.from_numpy(np.spacing(ref.numpy()))).all()
+    assert y[-6] == 1.0 and y[-5] == 1.0
+    assert torch.equal(y.float(), ref.float())
+
+
 def test_kernels_build_with_openmp():
     """This machine's compiler has OpenMP: a kernel that fails to compile with it must not pass unnoticed as
     the serial fallback build."""
