@@ -733,8 +733,8 @@ struct SurfaceArgs {
 };
 
 // exp of 8 doubles x <= 0 at once (about 1 ulp; 0 below -708): Cody-Waite reduction x = n ln 2 + r, |r| <= ln 2 / 2,
-// and exp(r) by its Taylor series to r^13 / 13! (the next term is below 1e-17). glibc's exp, one call per bin, was
-// most of a pixel's softmax.
+// and exp(r) by its Taylor series to r^13 / 13! (the next term is below 1e-17). One glibc exp call per bin cost a
+// third of a pixel's view coefficients.
 static inline __attribute__((always_inline)) Doubles8 exp_nonpositive(Doubles8 x) {
   const Doubles8 zero{};
   x = x < -708.0 ? zero - 708.0 : x;

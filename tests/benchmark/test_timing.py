@@ -3,8 +3,8 @@ out-of-memory error, and the markdown + JSON report."""
 
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch

@@ -186,7 +186,7 @@ def test_kernel_softplus_is_as_accurate_as_torchs(beta):
 
 def test_kernel_softmax_exp_is_within_one_ulp_of_torchs():
     """The view coefficients' softmax takes its own exp of x - max <= 0 (8 at a time): within 1 ulp of torch.exp
-    down to -708, exactly 1 at 0, and (below float's range) the same float32 coefficients."""
+    down to -708, exactly 1 at 0, and the same values once rounded to float32 (the coefficients' type)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.cat([-torch.rand(200_000, generator=gen, dtype=torch.float64) * 708,
                    -torch.rand(200_000, generator=gen, dtype=torch.float64) * 30,

@@ -95,6 +95,7 @@ def test_describe_omits_categories_without_fit_errors(model, tmp_path):
     assert set(info["deformable_fit_error"]) == {"car"}
     json.dumps(info, allow_nan=False, default=str)
 
+
 def test_predictions(model, samples):
     preds = model.predict(samples)
     for s, p in zip(samples, preds):
