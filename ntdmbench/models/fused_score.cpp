@@ -771,102 +771,157 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   nv = std::max(nv, 1.0);
   int32_t* cached_cell = A.cached_cell + n * P;
   float* dots = A.dots + n * P * KP;
-  std::vector<float> alpha(nb), galpha(nb), scratch(4 * X.NB * KP);
-  for (int64_t pix = 0; pix < P; ++pix) {
-    const int64_t fi = win[pix];
-    const double cl = clut ? clut[pix] : 0.0;
-    if (fi < 0) {  // off the mesh the rendered feature is zero: score 0
-      acc += valid[pix] * (clut ? std::max(0.0, cl) - cl : 0.0);
-      continue;
+  std::vector<float> scratch(4 * X.NB * KP);
+  // A block of pixels at a time, in three passes: the covered pixels' views up to their coefficients alpha, 8
+  // pixels per vector lane-wise (the same operations per pixel as one at a time); their scores; then in pixel order
+  // the loss and the backward (the same sums in the same order as one pass).
+  constexpr int64_t block = 32;
+  struct PixelView {
+    int64_t pix, fi;
+    double w[3], bary[3], Sum, Ar, uv[2], nh[3], dh[3], nl, dl, Rn[7][3];
+    float alpha[7], s, guv[2], galpha[7];
+  };
+  PixelView views[block];
+  int64_t covered[block];
+  const bool grad = A.with_grad;
+  const Doubles8 zero{};
+  for (int64_t b0 = 0; b0 < P; b0 += block) {
+    const int64_t b1 = std::min(P, b0 + block);
+    int64_t count = 0;
+    for (int64_t pix = b0; pix < b1; ++pix)
+      if (win[pix] >= 0) covered[count++] = pix;
+    for (int64_t g = 0; g < count; g += 8) {
+      const int64_t lanes = std::min<int64_t>(8, count - g);
+      Doubles8 x, y, qx[3], qy[3], iz[3], va[3][6], cu[3][2];
+      for (int l = 0; l < 8; ++l) {  // lanes past the pixels repeat the last one
+        const int64_t pix = covered[g + std::min<int64_t>(l, lanes - 1)], fi = win[pix];
+        const int64_t* vi = A.faces + fi * 3;
+        x[l] = pix % W + 0.5;
+        y[l] = pix / W + 0.5;
+        for (int k = 0; k < 3; ++k) {
+          qx[k][l] = scr[vi[k] * 3];
+          qy[k][l] = scr[vi[k] * 3 + 1];
+          iz[k][l] = invz[vi[k]];
+          for (int i = 0; i < 6; ++i) va[k][i][l] = vattr[vi[k] * 6 + i];
+          for (int i = 0; i < 2; ++i) cu[k][i][l] = A.cuv[(fi * 3 + k) * 2 + i];
+        }
+      }
+      Doubles8 w[3], u[3], bary[3], Sum = zero, Ar = zero;
+      for (int m = 0; m < 3; ++m) {
+        const int a = (m + 1) % 3, c = (m + 2) % 3;
+        w[m] = (qx[a] - x) * (qy[c] - y) - (qy[a] - y) * (qx[c] - x);
+        Ar += w[m];
+      }
+      const Doubles8 invA = 1.0 / Ar;
+      for (int k = 0; k < 3; ++k) { w[k] *= invA; u[k] = w[k] * iz[k]; Sum += u[k]; }
+      const Doubles8 invS = 1.0 / Sum;
+      Doubles8 attr[6] = {}, uv[2] = {};
+      for (int k = 0; k < 3; ++k) {
+        bary[k] = u[k] * invS;
+        for (int i = 0; i < 6; ++i) attr[i] += bary[k] * va[k][i];
+        for (int i = 0; i < 2; ++i) uv[i] += bary[k] * cu[k][i];
+      }
+      Doubles8 nl = attr[0] * attr[0] + attr[1] * attr[1] + attr[2] * attr[2], dv[3];
+      for (int i = 0; i < 3; ++i) dv[i] = centre[i] - attr[3 + i];
+      Doubles8 dl = dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2];
+      for (int l = 0; l < 8; ++l) { nl[l] = std::sqrt(nl[l]); dl[l] = std::sqrt(dl[l]); }
+      const Doubles8 nln = nl < 1e-12 ? zero + 1e-12 : nl, dln = dl < 1e-12 ? zero + 1e-12 : dl;
+      const Doubles8 inl = 1.0 / nln, idl = 1.0 / dln;
+      Doubles8 nh[3], dh[3], Rn[7][3], logit[7], logit_max = zero - std::numeric_limits<double>::infinity();
+      for (int i = 0; i < 3; ++i) { nh[i] = attr[i] * inl; dh[i] = dv[i] * idl; }
+      for (int64_t b = 0; b < nb; ++b) {
+        const double* R = A.rot + b * 9;
+        Doubles8 l = zero;
+        for (int i = 0; i < 3; ++i) {
+          Rn[b][i] = R[i * 3] * nh[0] + R[i * 3 + 1] * nh[1] + R[i * 3 + 2] * nh[2];
+          l += Rn[b][i] * dh[i];
+        }
+        logit[b] = A.temperature * l;
+        logit_max = logit_max < logit[b] ? logit[b] : logit_max;
+      }
+      Doubles8 esum = zero;
+      for (int64_t b = 0; b < nb; ++b) { logit[b] = exp_nonpositive(logit[b] - logit_max); esum += logit[b]; }
+      for (int64_t j = 0; j < lanes; ++j) {
+        PixelView& pv = views[g + j];
+        pv.pix = covered[g + j];
+        pv.fi = win[pv.pix];
+        for (int k = 0; k < 3; ++k) { pv.w[k] = w[k][j]; pv.bary[k] = bary[k][j]; pv.nh[k] = nh[k][j]; pv.dh[k] = dh[k][j]; }
+        pv.Sum = Sum[j];
+        pv.Ar = Ar[j];
+        pv.uv[0] = uv[0][j];
+        pv.uv[1] = uv[1][j];
+        pv.nl = nl[j];
+        pv.dl = dl[j];
+        for (int64_t b = 0; b < nb; ++b) {
+          for (int i = 0; i < 3; ++i) pv.Rn[b][i] = Rn[b][i][j];
+          pv.alpha[b] = float(logit[b][j] / esum[j]);
+        }
+      }
     }
-    const int64_t* vi = A.faces + fi * 3;
-    const double* q[3];
-    const double x = pix % W + 0.5, y = pix / W + 0.5;
-    double w[3], u[3], bary[3], Sum = 0, Ar = 0;
-    for (int k = 0; k < 3; ++k) q[k] = &scr[vi[k] * 3];
-    for (int m = 0; m < 3; ++m) {
-      const double *a = q[(m + 1) % 3], *c = q[(m + 2) % 3];
-      w[m] = (a[0] - x) * (c[1] - y) - (a[1] - y) * (c[0] - x);
-      Ar += w[m];
+    for (int64_t k = 0; k < count; ++k) {
+      PixelView& pv = views[k];
+      const int64_t pix = pv.pix;
+      // G below is 0 for s < cl (with clutter) and for an invalid pixel: no gradients needed there
+      const float grad_from = valid[pix] == 0 ? std::numeric_limits<float>::infinity()
+                                              : (clut ? clut[pix] : -std::numeric_limits<float>::infinity());
+      pv.s = gram_score(X, pv.uv[0], pv.uv[1], pv.alpha, nb, frows + pix * d, cached_cell + pix, dots + pix * KP,
+                        grad_from, grad ? pv.guv : nullptr, pv.galpha, scratch.data());
     }
-    const double invA = 1.0 / Ar;
-    for (int k = 0; k < 3; ++k) { w[k] *= invA; u[k] = w[k] * invz[vi[k]]; Sum += u[k]; }
-    const double invS = 1.0 / Sum;
-    double attr[6] = {0, 0, 0, 0, 0, 0}, uv[2] = {0, 0};
-    for (int k = 0; k < 3; ++k) {
-      bary[k] = u[k] * invS;
-      for (int i = 0; i < 6; ++i) attr[i] += bary[k] * vattr[vi[k] * 6 + i];
-      for (int i = 0; i < 2; ++i) uv[i] += bary[k] * A.cuv[(fi * 3 + k) * 2 + i];
-    }
-    const double nl = std::sqrt(attr[0] * attr[0] + attr[1] * attr[1] + attr[2] * attr[2]), nln = std::max(nl, 1e-12);
-    double dv[3];
-    for (int i = 0; i < 3; ++i) dv[i] = centre[i] - attr[3 + i];
-    const double dl = std::sqrt(dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]), dln = std::max(dl, 1e-12);
-    double nh[3], dh[3], Rn[7][3], logit_max = -std::numeric_limits<double>::infinity();
-    double logit[7];
-    const double inl = 1.0 / nln, idl = 1.0 / dln;
-    for (int i = 0; i < 3; ++i) { nh[i] = attr[i] * inl; dh[i] = dv[i] * idl; }
-    for (int64_t b = 0; b < nb; ++b) {
-      const double* R = A.rot + b * 9;
-      double l = 0;
+    int64_t k = 0;
+    for (int64_t pix = b0; pix < b1; ++pix) {
+      const double cl = clut ? clut[pix] : 0.0;
+      if (win[pix] < 0) {  // off the mesh the rendered feature is zero: score 0
+        acc += valid[pix] * (clut ? std::max(0.0, cl) - cl : 0.0);
+        continue;
+      }
+      const PixelView& pv = views[k++];
+      const float s = pv.s;
+      double G;  // d loss / d s
+      if (clut) {
+        acc += valid[pix] * (std::max(double(s), cl) - cl);
+        G = -valid[pix] / nv * (s > cl ? 1.0 : (s == cl ? 0.5 : 0.0));
+      } else {
+        acc += valid[pix] * s;
+        G = -valid[pix] / nv;
+      }
+      if (!grad || G == 0) continue;
+      const int64_t fi = pv.fi;
+      const int64_t* vi = A.faces + fi * 3;
+      const double* q[3];
+      for (int j = 0; j < 3; ++j) q[j] = &scr[vi[j] * 3];
+      const double x = pix % W + 0.5, y = pix / W + 0.5;
+      const float *alpha = pv.alpha, *galpha = pv.galpha, *guv = pv.guv;
+      const double *nh = pv.nh, *dh = pv.dh, *bary = pv.bary, nl = pv.nl, dl = pv.dl;
+      // softmax, then T (R_b n) . d, then the two normalisations
+      double ga_mean = 0, gn[3] = {0, 0, 0}, gd[3] = {0, 0, 0};
+      for (int64_t b = 0; b < nb; ++b) ga_mean += alpha[b] * (G * galpha[b]);
+      for (int64_t b = 0; b < nb; ++b) {  // d (R_b n . d) / d n = R_b^T d
+        const double* R = A.rot + b * 9;
+        const double gl = A.temperature * alpha[b] * (G * galpha[b] - ga_mean);
+        for (int i = 0; i < 3; ++i) {
+          const double Rtd = R[i] * dh[0] + R[3 + i] * dh[1] + R[6 + i] * dh[2];
+          gn[i] += gl * Rtd;
+          gd[i] += gl * pv.Rn[b][i];
+        }
+      }
+      double ga6[6], gnd = 0, gdd = 0;  // d loss / d (interpolated normal, position)
+      for (int i = 0; i < 3; ++i) { gnd += nh[i] * gn[i]; gdd += dh[i] * gd[i]; }
       for (int i = 0; i < 3; ++i) {
-        Rn[b][i] = R[i * 3] * nh[0] + R[i * 3 + 1] * nh[1] + R[i * 3 + 2] * nh[2];
-        l += Rn[b][i] * dh[i];
+        ga6[i] = nl > 1e-12 ? (gn[i] - nh[i] * gnd) / nl : gn[i] / 1e-12;
+        const double gdv = dl > 1e-12 ? (gd[i] - dh[i] * gdd) / dl : gd[i] / 1e-12;
+        gcentre[i] += gdv;
+        ga6[3 + i] = -gdv;
       }
-      logit[b] = A.temperature * l;
-      logit_max = std::max(logit_max, logit[b]);
-    }
-    double esum = 0;
-    Doubles8 lv{};
-    for (int64_t b = 0; b < nb; ++b) lv[b] = logit[b] - logit_max;
-    const Doubles8 ev = exp_nonpositive(lv);
-    for (int64_t b = 0; b < nb; ++b) { logit[b] = ev[b]; esum += logit[b]; }
-    for (int64_t b = 0; b < nb; ++b) alpha[b] = float(logit[b] / esum);
-    float guv[2];
-    const bool grad = A.with_grad;
-    // G below is 0 for s < cl (with clutter) and for an invalid pixel: no gradients needed there
-    const float grad_from = valid[pix] == 0 ? std::numeric_limits<float>::infinity()
-                                            : (clut ? float(cl) : -std::numeric_limits<float>::infinity());
-    const float s = gram_score(X, uv[0], uv[1], alpha.data(), nb, frows + pix * d, cached_cell + pix,
-                               dots + pix * KP, grad_from, grad ? guv : nullptr, galpha.data(), scratch.data());
-    double G;  // d loss / d s
-    if (clut) {
-      acc += valid[pix] * (std::max(double(s), cl) - cl);
-      G = -valid[pix] / nv * (s > cl ? 1.0 : (s == cl ? 0.5 : 0.0));
-    } else {
-      acc += valid[pix] * s;
-      G = -valid[pix] / nv;
-    }
-    if (!grad || G == 0) continue;
-    // softmax, then T (R_b n) . d, then the two normalisations
-    double ga_mean = 0, gn[3] = {0, 0, 0}, gd[3] = {0, 0, 0};
-    for (int64_t b = 0; b < nb; ++b) ga_mean += alpha[b] * (G * galpha[b]);
-    for (int64_t b = 0; b < nb; ++b) {  // d (R_b n . d) / d n = R_b^T d
-      const double* R = A.rot + b * 9;
-      const double gl = A.temperature * alpha[b] * (G * galpha[b] - ga_mean);
-      for (int i = 0; i < 3; ++i) {
-        const double Rtd = R[i] * dh[0] + R[3 + i] * dh[1] + R[6 + i] * dh[2];
-        gn[i] += gl * Rtd;
-        gd[i] += gl * Rn[b][i];
+      double gbary[3];
+      for (int j = 0; j < 3; ++j) {
+        gbary[j] = G * (guv[0] * A.cuv[(fi * 3 + j) * 2] + guv[1] * A.cuv[(fi * 3 + j) * 2 + 1]);
+        for (int i = 0; i < 6; ++i) {
+          gbary[j] += ga6[i] * vattr[vi[j] * 6 + i];
+          gvattr[vi[j] * 6 + i] += bary[j] * ga6[i];
+        }
       }
+      barycentric_backward(gbary, bary, pv.w, q, pv.Sum, pv.Ar, x, y, vi, gscr);
     }
-    double ga6[6], gnd = 0, gdd = 0;  // d loss / d (interpolated normal, position)
-    for (int i = 0; i < 3; ++i) { gnd += nh[i] * gn[i]; gdd += dh[i] * gd[i]; }
-    for (int i = 0; i < 3; ++i) {
-      ga6[i] = nl > 1e-12 ? (gn[i] - nh[i] * gnd) / nl : gn[i] / 1e-12;
-      const double gdv = dl > 1e-12 ? (gd[i] - dh[i] * gdd) / dl : gd[i] / 1e-12;
-      gcentre[i] += gdv;
-      ga6[3 + i] = -gdv;
-    }
-    double gbary[3];
-    for (int k = 0; k < 3; ++k) {
-      gbary[k] = G * (guv[0] * A.cuv[(fi * 3 + k) * 2] + guv[1] * A.cuv[(fi * 3 + k) * 2 + 1]);
-      for (int i = 0; i < 6; ++i) {
-        gbary[k] += ga6[i] * vattr[vi[k] * 6 + i];
-        gvattr[vi[k] * 6 + i] += bary[k] * ga6[i];
-      }
-    }
-    barycentric_backward(gbary, bary, w, q, Sum, Ar, x, y, vi, gscr);
   }
   *loss = 1.0 - acc / nv;
 }
