@@ -533,11 +533,26 @@ static inline __attribute__((always_inline)) float gram_score(const Texture& X, 
   float a[KP] = {0}, Ga[KP] = {0};
   for (int c = 0; c < 4; ++c)
     for (int64_t b = 0; b < nb; ++b) a[c * NB + b] = P.w[c] * alpha[b];
-  for (int64_t j = 0; j < K; ++j) {  // Ga = G a, column by column (G is symmetric)
-    const float* col = G + j * KP;
-    const float aj = a[j];
-#pragma omp simd
-    for (int64_t i = 0; i < KP; ++i) Ga[i] += col[i] * aj;
+  {  // Ga = G a, column by column (G is symmetric), in 4 running sums so that the adds do not wait on each other
+    Lanes16 acc[4][2] = {};
+    int64_t j = 0;
+    for (; j + 4 <= K; j += 4)
+      for (int r = 0; r < 4; ++r)
+        for (int h = 0; h < 2; ++h) {
+          Lanes16 c;
+          std::memcpy(&c, G + (j + r) * KP + 16 * h, sizeof c);
+          acc[r][h] += c * a[j + r];
+        }
+    for (; j < K; ++j)
+      for (int h = 0; h < 2; ++h) {
+        Lanes16 c;
+        std::memcpy(&c, G + j * KP + 16 * h, sizeof c);
+        acc[0][h] += c * a[j];
+      }
+    for (int h = 0; h < 2; ++h) {
+      const Lanes16 sum = (acc[0][h] + acc[1][h]) + (acc[2][h] + acc[3][h]);
+      std::memcpy(Ga + 16 * h, &sum, sizeof sum);
+    }
   }
   float dotf = 0, nsqf = 0;
 #pragma omp simd reduction(+ : dotf, nsqf)
