@@ -533,22 +533,16 @@ static inline __attribute__((always_inline)) float gram_score(const Texture& X, 
   float a[KP] = {0}, Ga[KP] = {0};
   for (int c = 0; c < 4; ++c)
     for (int64_t b = 0; b < nb; ++b) a[c * NB + b] = P.w[c] * alpha[b];
-  {  // Ga = G a, column by column (G is symmetric), in 4 running sums so that the adds do not wait on each other
+  {  // Ga = G a, column by column (G is symmetric), in 4 running sums (K = 4 NB) so that the adds do not wait on
+     // each other
     Lanes16 acc[4][2] = {};
-    int64_t j = 0;
-    for (; j + 4 <= K; j += 4)
+    for (int64_t j = 0; j < K; j += 4)
       for (int r = 0; r < 4; ++r)
         for (int h = 0; h < 2; ++h) {
           Lanes16 c;
           std::memcpy(&c, G + (j + r) * KP + 16 * h, sizeof c);
           acc[r][h] += c * a[j + r];
         }
-    for (; j < K; ++j)
-      for (int h = 0; h < 2; ++h) {
-        Lanes16 c;
-        std::memcpy(&c, G + j * KP + 16 * h, sizeof c);
-        acc[0][h] += c * a[j];
-      }
     for (int h = 0; h < 2; ++h) {
       const Lanes16 sum = (acc[0][h] + acc[1][h]) + (acc[2][h] + acc[3][h]);
       std::memcpy(Ga + 16 * h, &sum, sizeof sum);
@@ -747,7 +741,7 @@ struct SurfaceArgs {
   bool with_grad;
 };
 
-// exp of 8 doubles x <= 0 at once (about 1 ulp; 0 below -708): Cody-Waite reduction x = n ln 2 + r, |r| <= ln 2 / 2,
+// exp of 8 doubles x <= 0 at once (about 1 ulp; x clamped at -708, where exp is 3e-308): Cody-Waite reduction x = n ln 2 + r, |r| <= ln 2 / 2,
 // and exp(r) by its Taylor series to r^13 / 13! (the next term is below 1e-17). One glibc exp call per bin cost a
 // third of a pixel's view coefficients.
 static inline __attribute__((always_inline)) Doubles8 exp_nonpositive(Doubles8 x) {
@@ -792,7 +786,7 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
   // the loss and the backward (the same sums in the same order as one pass).
   constexpr int64_t block = 32;
   struct PixelView {
-    int64_t pix, fi;
+    int64_t pix;
     double w[3], bary[3], Sum, Ar, uv[2], nh[3], dh[3], nl, dl, Rn[7][3];
     float alpha[7], s, guv[2], galpha[7];
   };
@@ -859,7 +853,6 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
       for (int64_t j = 0; j < lanes; ++j) {
         PixelView& pv = views[g + j];
         pv.pix = covered[g + j];
-        pv.fi = win[pv.pix];
         for (int k = 0; k < 3; ++k) { pv.w[k] = w[k][j]; pv.bary[k] = bary[k][j]; pv.nh[k] = nh[k][j]; pv.dh[k] = dh[k][j]; }
         pv.Sum = Sum[j];
         pv.Ar = Ar[j];
@@ -900,7 +893,7 @@ static void surface_item(const SurfaceArgs& A, int64_t n, const T* screen, const
         G = -valid[pix] / nv;
       }
       if (!grad || G == 0) continue;
-      const int64_t fi = pv.fi;
+      const int64_t fi = win[pix];
       const int64_t* vi = A.faces + fi * 3;
       const double* q[3];
       for (int j = 0; j < 3; ++j) q[j] = &scr[vi[j] * 3];
