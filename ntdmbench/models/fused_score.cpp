@@ -475,31 +475,47 @@ static inline __attribute__((always_inline)) Lanes8 lane_sums(const Lanes16 x[8]
                                                                                             13, 15);
 }
 
-// out[b] = <t[b], f> for the first `nb` of a texel's NB <= 8 bins t (NB, d): all bins advance together, 16 lanes at a
-// time in vector registers, so the running sums are independent (one dot product at a time waits on its own adds).
-template <int NB>
-static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
-                                                             float* out) {
+// out[p][b] = <t[b], f[p]> for the first `nb` of a texel's NB <= 8 bins t (NB, d) and NP pixel features f[p]: all
+// bins advance together, 16 lanes at a time in vector registers, so the running sums are independent (one dot product
+// at a time waits on its own adds), and each bin's values are read once for the NP pixels.
+template <int NB, int NP, bool pin = false>
+static inline __attribute__((always_inline)) void texel_dots_shared(const float* t, const float* const* f, int64_t d,
+                                                                    int64_t nb, float* const* out) {
   static_assert(NB <= 8, "lane_sums adds up 8 vectors");
-  Lanes16 acc[8];
-  for (int b = 0; b < 8; ++b) acc[b] = Lanes16{};
+  Lanes16 acc[NP][8];
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; ++b) acc[p][b] = Lanes16{};
   int64_t k = 0;
   for (; k + 16 <= d; k += 16) {
-    Lanes16 fv;
-    std::memcpy(&fv, f + k, sizeof fv);
+    Lanes16 fv[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) std::memcpy(&fv[p], f[p] + k, sizeof(Lanes16));
 #pragma GCC unroll 8
     for (int b = 0; b < NB; ++b) {
       Lanes16 tv;
       std::memcpy(&tv, t + b * d + k, sizeof tv);
-      acc[b] += tv * fv;
+      if constexpr (pin) __asm__("" : "+v"(tv));  // a register (AVX-512 only), not a load folded into each use
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) acc[p][b] += tv * fv[p];
     }
   }
-  const Lanes8 sums = lane_sums(acc);
-  for (int64_t b = 0; b < nb; ++b) {
-    float sum = sums[b];
-    for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[r];
-    out[b] = sum;
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    const Lanes8 sums = lane_sums(acc[p]);
+    for (int64_t b = 0; b < nb; ++b) {
+      float sum = sums[b];
+      for (int64_t r = k; r < d; ++r) sum += t[b * d + r] * f[p][r];
+      out[p][b] = sum;
+    }
   }
+}
+
+template <int NB>
+static inline __attribute__((always_inline)) void texel_dots(const float* t, const float* f, int64_t d, int64_t nb,
+                                                             float* out) {
+  texel_dots_shared<NB, 1>(t, &f, d, nb, &out);
 }
 
 // texel_dots for any number of bins NB.
@@ -652,24 +668,58 @@ std::vector<torch::Tensor> start_pairs(torch::Tensor texels, torch::Tensor uv, t
 struct StartScoreArgs {
   Texture X;
   const float *uv, *alpha, *norm, *feats;
-  const int32_t *corner_pair, *pair_pixel, *pair_texel;
+  const int32_t *corner_pair, *pair_pixel, *pair_texel, *target;
   int64_t nb, U, M;
   float* dots;  // (U, nb)
-  float* score;  // (M,)
+  float* score;  // the map the points' scores go to, at `target`
 };
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void pair_dots_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+// One pair's dot products at a time.
+__attribute__((target_clones("avx2", "default")))
+static void pair_dots_each(const StartScoreArgs& A, int64_t lo, int64_t hi) {
   const int64_t NB = A.X.NB, d = A.X.d;
-  for (int64_t u = lo; u < hi; ++u) {
-    const float* f = A.feats + int64_t(A.pair_pixel[u]) * d;
-    const float* t = A.X.tex + int64_t(A.pair_texel[u]) * NB * d;
-    bin_dots(t, f, NB, d, A.nb, A.dots + u * A.nb);
-  }
+  for (int64_t u = lo; u < hi; ++u)
+    bin_dots(A.X.tex + int64_t(A.pair_texel[u]) * NB * d, A.feats + int64_t(A.pair_pixel[u]) * d, NB, d, A.nb,
+             A.dots + u * A.nb);
 }
 
-static void point_scores_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
-  const int64_t nb = A.nb;
+// The pairs are texel-major: a run of pairs with one texel takes its dot products 3 pixels at a time, each bin's
+// values loaded once into a register for the 3 (else GCC folds the load into each multiply-add, 3 loads). That
+// register holds 16 floats only with AVX-512: pair_dots_range takes this path where the CPU has it.
+__attribute__((target("avx512f")))
+static void pair_dots_shared(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+  const int64_t NB = A.X.NB, d = A.X.d;
+  constexpr int NP = 3;
+  int64_t u = lo;
+  while (u + NP <= hi) {
+    const float* t = A.X.tex + int64_t(A.pair_texel[u]) * NB * d;
+    if (A.pair_texel[u] != A.pair_texel[u + NP - 1]) {  // a run ends among them: this pair alone
+      texel_dots<7>(t, A.feats + int64_t(A.pair_pixel[u]) * d, d, A.nb, A.dots + u * A.nb);
+      ++u;
+      continue;
+    }
+    const float* f[NP];
+    float* out[NP];
+    for (int p = 0; p < NP; ++p) {
+      f[p] = A.feats + int64_t(A.pair_pixel[u + p]) * d;
+      out[p] = A.dots + (u + p) * A.nb;
+    }
+    texel_dots_shared<7, NP, true>(t, f, d, A.nb, out);
+    u += NP;
+  }
+  for (; u < hi; ++u) texel_dots<7>(A.X.tex + int64_t(A.pair_texel[u]) * NB * d,
+                                    A.feats + int64_t(A.pair_pixel[u]) * d, d, A.nb, A.dots + u * A.nb);
+}
+
+static void pair_dots_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+  if (A.X.NB == 7 && __builtin_cpu_supports("avx512f")) return pair_dots_shared(A, lo, hi);
+  pair_dots_each(A, lo, hi);
+}
+
+// Each point's score from its 4 corners' pairs, NB > 0 bins known when compiled (the loops unrolled), else A.nb.
+template <int NB>
+static inline __attribute__((always_inline)) void point_scores(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+  const int64_t nb = NB > 0 ? NB : A.nb;
   constexpr int64_t ahead = 16;  // the pairs' dot products are tens of MB, read in point order: fetched ahead
   for (int64_t m = lo; m < hi; ++m) {
     if (m + ahead < hi)
@@ -683,31 +733,42 @@ static void point_scores_range(const StartScoreArgs& A, int64_t lo, int64_t hi) 
       for (int64_t b = 0; b < nb; ++b) blended += alpha[b] * D[b];
       s += P.w[c] * blended;
     }
-    A.score[m] = s / A.norm[m];
+    A.score[A.target[m]] = s / A.norm[m];
   }
 }
 
-// Scores (M,) of the points against image rows `feats` (h w, d): corner_pair (M, 4) indexes the distinct pairs
-// (pair_pixel, pair_texel) (U,) that start_pairs' corners form with the points' pixels.
+// Compiled per instruction set for bilinear's floors (rounding instructions), with fp-contract off so that every
+// multiply and add rounds as in the baseline build.
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+static void point_scores_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
+  if (A.nb == 7) return point_scores<7>(A, lo, hi);
+  point_scores<0>(A, lo, hi);
+}
+
+// The map (size,) of the points' scores against image rows `feats` (h w, d), point m's at target[m] and zero where
+// no point is: corner_pair (M, 4) indexes the distinct pairs (pair_pixel, pair_texel) (U,) that start_pairs' corners
+// form with the points' pixels.
 torch::Tensor start_scores(torch::Tensor texels, torch::Tensor uv, torch::Tensor alpha, torch::Tensor norm,
                            torch::Tensor corner_pair, torch::Tensor pair_pixel, torch::Tensor pair_texel,
-                           torch::Tensor feats, int64_t threads) {
+                           torch::Tensor target, int64_t size, torch::Tensor feats, int64_t threads) {
   texels = texels.to(torch::kFloat).contiguous();
   feats = feats.to(torch::kFloat).contiguous();
   const int64_t q = texels.size(0), NB = texels.size(2), d = texels.size(3), M = uv.size(0), nb = alpha.size(1);
   const int64_t U = pair_pixel.size(0);
   TORCH_CHECK(uv.is_contiguous() && alpha.is_contiguous() && norm.is_contiguous() && corner_pair.is_contiguous()
-              && pair_pixel.is_contiguous() && pair_texel.is_contiguous() && corner_pair.dtype() == torch::kInt
-              && pair_pixel.dtype() == torch::kInt && pair_texel.dtype() == torch::kInt && feats.size(1) == d
-              && nb <= NB && corner_pair.size(0) == M && pair_texel.size(0) == U,
+              && pair_pixel.is_contiguous() && pair_texel.is_contiguous() && target.is_contiguous()
+              && corner_pair.dtype() == torch::kInt && pair_pixel.dtype() == torch::kInt
+              && pair_texel.dtype() == torch::kInt && target.dtype() == torch::kInt && feats.size(1) == d && nb <= NB
+              && corner_pair.size(0) == M && pair_texel.size(0) == U && target.size(0) == M,
               "start_scores: start_pairs' outputs and the distinct pairs (int32, contiguous)");
   // the pairs' dot products: tens of MB, so kept between calls (fresh pages would cost more than the dots)
   static thread_local std::vector<float> dots;
   dots.resize(std::max<size_t>(dots.size(), size_t(U * nb)));
-  torch::Tensor score = torch::empty({M}, torch::TensorOptions().dtype(torch::kFloat));
+  torch::Tensor score = torch::zeros({size}, torch::TensorOptions().dtype(torch::kFloat));
   const StartScoreArgs A{{texels.data_ptr<float>(), q, NB, d}, uv.data_ptr<float>(), alpha.data_ptr<float>(),
                          norm.data_ptr<float>(), feats.data_ptr<float>(), corner_pair.data_ptr<int32_t>(),
-                         pair_pixel.data_ptr<int32_t>(), pair_texel.data_ptr<int32_t>(), nb, U, M, dots.data(),
+                         pair_pixel.data_ptr<int32_t>(), pair_texel.data_ptr<int32_t>(), target.data_ptr<int32_t>(),
+                         nb, U, M, dots.data(),
                          score.data_ptr<float>()};
   constexpr int64_t block = 1024;  // dynamic blocks, as texture_score's
 #pragma omp parallel num_threads(std::max<int64_t>(1, threads))

@@ -151,38 +151,43 @@ def texture_score(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, f
 class StartPairs:
     """The init search's image-independent data of M start points (``start_pairs``): the distinct (pixel, texel)
     pairs ``pair_pixel``, ``pair_texel`` ``(U,)`` their bilinear corners form, each point's 4 pairs ``corner_pair``
-    ``(M, 4)`` (all int32) and the norm of its blended texel vector ``norm`` ``(M,)``."""
+    ``(M, 4)``, its place in the flattened score maps ``target`` ``(M,)`` (all int32), the maps' total ``size`` and
+    the norm of each point's blended texel vector ``norm`` ``(M,)``."""
 
     corner_pair: torch.Tensor
     pair_pixel: torch.Tensor
     pair_texel: torch.Tensor
+    target: torch.Tensor
+    size: int
     norm: torch.Tensor
 
     @property
     def nbytes(self) -> int:
-        parts = (self.corner_pair, self.pair_pixel, self.pair_texel, self.norm)
+        parts = (self.corner_pair, self.pair_pixel, self.pair_texel, self.target, self.norm)
         return sum(t.numel() * t.element_size() for t in parts)
 
 
-def start_pairs(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, pixel: torch.Tensor,
-                pixels: int) -> StartPairs:
-    """``StartPairs`` of M points at pixels ``pixel`` ``(M,)`` (``r * w + c`` of ``pixels``) with ``uv`` and
-    ``alpha`` as for ``texture_score``, for ``start_scores``. The pairs are texel-major, so a texel's values stay
-    in cache while its pixels' dot products are taken."""
+def start_pairs(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, start: torch.Tensor, pixel: torch.Tensor,
+                maps: int, pixels: int) -> StartPairs:
+    """``StartPairs`` of M points, point m at pixel ``pixel[m]`` (``r * w + c`` of ``pixels``) of map ``start[m]``
+    (of ``maps``), with ``uv`` and ``alpha`` as for ``texture_score``, for ``start_scores``. The pairs are
+    texel-major, so a texel's values stay in cache while its pixels' dot products are taken."""
     corners, norm = _extension().start_pairs(texels, uv, alpha, threads.kernel_threads())
     keys = corners.to(torch.int64) * pixels + pixel.to(torch.int64)[:, None]
     unique, inverse = torch.unique(keys.flatten(), return_inverse=True)
     return StartPairs(inverse.view(-1, 4).to(torch.int32), (unique % pixels).to(torch.int32),
-                      (unique // pixels).to(torch.int32), norm)
+                      (unique // pixels).to(torch.int32), (start * pixels + pixel).to(torch.int32), maps * pixels,
+                      norm)
 
 
 def start_scores(texels: torch.Tensor, uv: torch.Tensor, alpha: torch.Tensor, pairs: StartPairs,
                  feature_rows: torch.Tensor) -> torch.Tensor:
-    """``texture_score`` (no gradient) of the points of ``pairs`` against one image's ``feature_rows`` ``(h w, d)``
-    (rows by pixel): each distinct pair's nb texel-feature dot products are taken once, about a fifth of the
-    points' 4 nb."""
+    """The score maps, flattened ``(maps * pixels,)``, of the points of ``pairs`` against one image's
+    ``feature_rows`` ``(h w, d)`` (rows by pixel): ``texture_score`` (no gradient) where a point is, else 0.
+    Each distinct pair's nb texel-feature dot products are taken once, about a fifth of the points' 4 nb."""
     return _extension().start_scores(texels, uv.contiguous(), alpha.contiguous(), pairs.norm, pairs.corner_pair,
-                                     pairs.pair_pixel, pairs.pair_texel, feature_rows, threads.kernel_threads())
+                                     pairs.pair_pixel, pairs.pair_texel, pairs.target, pairs.size, feature_rows,
+                                     threads.kernel_threads())
 
 
 class _SurfaceLoss(torch.autograd.Function):

@@ -156,14 +156,16 @@ def test_start_scores_from_distinct_pairs_equal_texture_score(bins):
     texture = NeuralTexture(7, 40, 8, gen)  # d = 40: 16-lane blocks and a remainder
     uv = torch.rand(2000, 2, generator=gen) * 1.4 - 0.2  # across the seam and past both poles
     alpha = torch.softmax(torch.randn(2000, bins, generator=gen), -1)
-    pixel = torch.randint(0, 30, (2000,), generator=gen)
+    slot = torch.randperm(100 * 30, generator=gen)[:2000]  # a point per (map, pixel) at most, as rendered
+    start, pixel = slot // 30, slot % 30
     table = torch.nn.functional.normalize(torch.randn(2 * 30, 40, generator=gen), dim=1)
-    pairs = fused_score.start_pairs(texture.texels(), uv, alpha, pixel, 30)
+    pairs = fused_score.start_pairs(texture.texels(), uv, alpha, start, pixel, 100, 30)
     assert len(pairs.pair_pixel) < 4 * len(uv) / 2  # points share pairs
     for image in (0, 1):
         rows = table[image * 30:(image + 1) * 30]
-        torch.testing.assert_close(fused_score.start_scores(texture.texels(), uv, alpha, pairs, rows),
-                                   fused_score.texture_score(texture.texels(), uv, alpha, rows, pixel),
+        want = torch.zeros(100 * 30).index_put_((slot,),
+                                                 fused_score.texture_score(texture.texels(), uv, alpha, rows, pixel))
+        torch.testing.assert_close(fused_score.start_scores(texture.texels(), uv, alpha, pairs, rows), want,
                                    atol=1e-5, rtol=0)
 
 
