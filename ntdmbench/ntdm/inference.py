@@ -101,8 +101,11 @@ class CategoryModel(nn.Module):
 @dataclass
 class InferenceSettings:
     """The inference settings (paper §3.4, §4.1.2), the defaults of ``ntdm``'s fields of the same names;
-    ``start_chunk`` (starts rendered at once), ``start_cache_mb`` (the start fragments kept per model)
-    and ``seed`` are internal knobs."""
+    ``start_chunk`` (starts rendered and scored at once), ``start_cache_mb`` (the start fragments kept per model)
+    and ``seed`` are internal knobs. A chunk's points take each distinct (pixel, texel) pair's dot products once, so
+    larger chunks share more of them: at the paper's 576 starts per category, chunks of 288 take 4.2 M pairs per
+    image where chunks of 64 took 5.2 M (the init search 20 % faster, the same losses), for about 190 MB more peak
+    memory while a grid is rendered."""
 
     n_azimuth: int = 12
     n_elevation: int = 4
@@ -120,7 +123,7 @@ class InferenceSettings:
     fix_shape: bool = False
     use_background: bool = True
     single_alpha: bool = False  # render the normal-aligned bin only
-    start_chunk: int = 64
+    start_chunk: int = 288
     start_cache_mb: float = 256.0
     seed: int = 0
 
