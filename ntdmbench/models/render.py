@@ -81,6 +81,16 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera, image
     return rasterize_screen(camera.transform(vertices), faces, image_size, backend)
 
 
+def silhouette(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera, image_size: tuple[int, int],
+               backend: str | None = None) -> torch.Tensor:
+    """``rasterize(...).silhouette``, ``(B, H, W)`` bool: where the fused winner search runs, its faces alone,
+    without the barycentrics and depths (4 instead of 12 ms for a 256 x 672 crop)."""
+    screen = camera.transform(vertices)
+    if resolve_backend(backend, screen.device) == "torch" and fused_score.available(screen.device):
+        return fused_score.pix_to_face(screen, faces.to(torch.int64), tuple(image_size)) >= 0
+    return rasterize_screen(screen, faces, image_size, backend).silhouette
+
+
 def rasterize_screen(screen: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int],
                      backend: str | None = None) -> Fragments:
     """Rasterise ``(B, V, 3)`` screen-space vertices (x pixel, y pixel, depth), as ``Camera.transform`` gives."""

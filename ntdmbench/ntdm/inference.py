@@ -44,7 +44,7 @@ from torch import nn
 
 from ntdmbench.models import fused_score
 from ntdmbench.models.camera import Camera, camera_position, position_to_angles
-from ntdmbench.models.render import rasterize
+from ntdmbench.models.render import silhouette
 from ntdmbench.models.render_compare import PoseOptimizer, compare_loss, decay_interval, initial_poses
 from ntdmbench.models.stages import stage
 from ntdmbench.models.threads import loop_threads
@@ -494,7 +494,7 @@ def masks(model: CategoryModel, fit: Fit, features: torch.Tensor, clut: torch.Te
     H = max(h for h, _ in image_sizes)
     W = max(w for _, w in image_sizes)
     full = fit.camera(principal * stride, focal * stride)
-    amodal = rasterize(vertices, model.mesh.faces, full, (H, W)).silhouette
+    amodal = silhouette(vertices, model.mesh.faces, full, (H, W))
     fg_full = F.interpolate(fg[:, None].float(), scale_factor=stride, mode="nearest")[:, 0, :H, :W] > 0.5
     amodals, visibles = [], []
     for i, (h, w) in enumerate(image_sizes):

@@ -129,6 +129,16 @@ def test_gradients_match_finite_differences(grad_problem):
 
 
 @pytest.mark.parametrize("backend", [pytest.param("pytorch3d", marks=needs_pytorch3d), "torch"])
+def test_silhouette_alone_equals_the_rasterised_one(backend):
+    """``silhouette`` (the fused winner search alone on CPU) is ``rasterize(...).silhouette``."""
+    v, f = _random_mesh(5, level=3)
+    cam = _camera(_random_pose_params(5, 3), 1)
+    want = R.rasterize(0.4 * v, f, cam, (H * 8, W * 8), backend=backend).silhouette
+    assert want.any() and not want.all()
+    assert torch.equal(R.silhouette(0.4 * v, f, cam, (H * 8, W * 8), backend=backend), want)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("pytorch3d", marks=needs_pytorch3d), "torch"])
 @pytest.mark.parametrize("stride", [1, 8])
 def test_projected_vertices_fall_inside_the_silhouette(backend, stride):
     v, f = _random_mesh(5, level=3)
