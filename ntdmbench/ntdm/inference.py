@@ -208,8 +208,8 @@ class StartFragments:
             if self._pairs is None or self._pairs[0] != state:
                 self._pairs = (state, fused_score.start_pairs(texels, self.uv, self.alpha, self.start, self.pixel,
                                                               self.count, P))
-            maps = fused_score.start_scores(texels, self.uv, self.alpha, self._pairs[1], table[image * P:(image + 1) * P])
-            return maps.view(-1, *size)
+            rows = table[image * P:(image + 1) * P]
+            return fused_score.start_scores(texels, self.uv, self.alpha, self._pairs[1], rows).view(-1, *size)
         score = texture_scores(texture, self.uv, self.alpha, table, image * P + self.pixel)
         return score.new_zeros(self.count * P).index_put_((self.start * P + self.pixel,), score).view(-1, *size)
 

@@ -194,8 +194,8 @@ class SurfaceFragments:
 def feature_table(features: torch.Tensor) -> torch.Tensor:
     """``(B * h * w, d)``: feature maps ``(B, d, h, w)`` as rows, pixel ``(b, r, c)`` at row ``(b * h + r) * w + c``.
 
-    Contiguous: from a backbone's ``(B, d, h, w)`` output the permuted view has strided rows, and each kernel call
-    would copy it again (1 ms each, 36 times per image in the init search)."""
+    Contiguous: from a backbone's ``(B, d, h, w)`` output the permuted view has strided rows, which every kernel
+    call would copy again (1 ms per call at a 256 x 672 crop)."""
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()
 
 
