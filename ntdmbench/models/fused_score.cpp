@@ -690,10 +690,9 @@ __attribute__((target("avx512f")))
 static void pair_dots_shared(const StartScoreArgs& A, int64_t lo, int64_t hi) {
   const int64_t NB = A.X.NB, d = A.X.d;
   constexpr int NP = 3;
-  int64_t u = lo;
-  while (u + NP <= hi) {
+  for (int64_t u = lo; u < hi;) {
     const float* t = A.X.tex + int64_t(A.pair_texel[u]) * NB * d;
-    if (A.pair_texel[u] != A.pair_texel[u + NP - 1]) {  // a run ends among them: this pair alone
+    if (u + NP > hi || A.pair_texel[u] != A.pair_texel[u + NP - 1]) {  // a run ends among them: this pair alone
       texel_dots<7>(t, A.feats + int64_t(A.pair_pixel[u]) * d, d, A.nb, A.dots + u * A.nb);
       ++u;
       continue;
@@ -707,8 +706,6 @@ static void pair_dots_shared(const StartScoreArgs& A, int64_t lo, int64_t hi) {
     texel_dots_shared<7, NP, true>(t, f, d, A.nb, out);
     u += NP;
   }
-  for (; u < hi; ++u) texel_dots<7>(A.X.tex + int64_t(A.pair_texel[u]) * NB * d,
-                                    A.feats + int64_t(A.pair_pixel[u]) * d, d, A.nb, A.dots + u * A.nb);
 }
 
 static void pair_dots_range(const StartScoreArgs& A, int64_t lo, int64_t hi) {
